@@ -1,0 +1,10 @@
+"""The built-in passes of nircomp (installed as `nircomp.passes`); importing registers them."""
+from nircomp.passes import (  # noqa: F401
+    canonicalize,
+    checks,
+    fuse,
+    recurrence,
+    select_solver,
+    shapes,
+    verify,
+)
