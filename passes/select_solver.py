@@ -27,6 +27,7 @@ def select_solver(graph: Graph, ctx: PassContext, *,
     else:
         failure = _first_failure(solver, graph, ctx)
         if failure is not None:
+            failure.message = f"solver={solver!r}: {failure.message}"
             raise failure
         chosen, reason = solver, "requested"
     graph.attrs["solver"] = chosen
@@ -42,7 +43,5 @@ def _first_failure(solver: str, graph: Graph, ctx: PassContext) -> CompileError 
         except CompileError as e:
             e.pass_name = f"select-solver: {check.name}"
             e.source = e.source or ctx.source
-            if solver != "auto":
-                e.message = f"solver={solver!r}: {e.message}"
             return e
     return None
