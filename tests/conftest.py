@@ -17,10 +17,16 @@ def examples_dir() -> pathlib.Path:
     return EXAMPLES
 
 
+NIRCOMP = pathlib.Path(sys.executable).parent / "nircomp"
+
+
 def run_cli(*args: str, cwd: str | pathlib.Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `nircomp` console entry point in a subprocess (as a user would)."""
-    return subprocess.run([sys.executable, "-c", "import sys; from nircomp.cli import main; sys.exit(main())", *args],
-                          capture_output=True, text=True, cwd=cwd)
+    """Run the installed `nircomp` console script in a subprocess, as a user would.
+
+    (Not `python -c`: that puts the working directory first on sys.path, where the source folder
+    `nircomp/` would shadow the installed package, which alone contains `nircomp.passes`.)
+    """
+    return subprocess.run([str(NIRCOMP), *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture
