@@ -48,6 +48,8 @@ def register_backend(backend: Backend) -> Backend:
 
 
 def available_backends() -> Iterable[str]:
+    """Names of the registered backends: the built-ins and every `nircomp.backends` plug-in."""
+    import nircomp.backends.equinox  # noqa: F401  (registers "equinox")
     from nircomp.plugins import load_plugins
 
     load_plugins("nircomp.backends")

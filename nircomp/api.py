@@ -5,10 +5,57 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from nircomp.errors import CompileError
 from nircomp.instruments import ChangeLog, PassRecord, VerifyEach
 from nircomp.ir import Graph
 from nircomp.load import load
+from nircomp.program import Program
 from nircomp.pipeline import BoundPass, Instrument, PassContext, resolve_pipeline, run_pipeline
+
+
+def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = "equinox",
+            pipeline: str | Sequence[BoundPass] | None = None, *, convention: str = "nir", dtype: Any = None,
+            schedule: str = "scc", **options: Any) -> Program:
+    """Compile a `.nir` file, a nir.NIRGraph or a Graph into a runnable Program.
+
+    convention: "nir" (default) or a peer preset; any Semantics field (method, reset, threshold, spike,
+    surrogate, slope, ...) given as a keyword overrides it. dtype: parameter dtype (default: JAX's float).
+    schedule: "scc" (stateless ops on whole sequences) or "per-step" (everything in one scan).
+    """
+    import dataclasses
+
+    from nircomp.backends import BACKENDS, available_backends
+    from nircomp.semantics import Semantics, resolve_semantics
+
+    sem_fields = {f.name for f in dataclasses.fields(Semantics)}
+    unknown = [k for k in options if k not in sem_fields]
+    if unknown:
+        raise CompileError(f"unknown compile option(s) {', '.join(unknown)}; step-solver options: "
+                           f"{', '.join(sorted(sem_fields))}")
+    semantics = resolve_semantics(convention, **options)
+    names = list(available_backends())
+    if backend not in BACKENDS:
+        raise CompileError(f"unknown backend {backend!r}; registered: {', '.join(names) or 'none'}")
+    target = BACKENDS[backend]
+    graph, log = run_passes(source, pipeline, solver=solver, dt=dt,
+                            available_solvers=tuple(sorted(target.capabilities.solvers)))
+    chosen = graph.attrs.get("solver", solver)
+    if chosen not in target.capabilities.solvers:
+        raise CompileError(f"backend {backend!r} does not implement solver {chosen!r} "
+                           f"(it implements {', '.join(sorted(target.capabilities.solvers))})",
+                           source=graph.source)
+    bad = target.capabilities.unsupported(graph)
+    if bad:
+        raise CompileError(f"backend {backend!r} cannot lower node kind(s) {', '.join(sorted({k for _, k in bad}))}",
+                           nodes=[n for n, _ in bad], source=graph.source)
+    resolved = {"dt": dt, "solver": chosen, "semantics": semantics, "dtype": dtype, "schedule": schedule}
+    try:
+        model = target.lower(graph, resolved)
+    except CompileError as e:
+        e.source = e.source or graph.source
+        e.pass_name = e.pass_name or f"lower:{backend}"
+        raise
+    return Program(model, graph, log, resolved)
 
 
 def run_passes(graph: Any, pipeline: str | Sequence[BoundPass] | None = None, *, solver: str = "auto",

@@ -15,11 +15,16 @@ def select_solver(graph: Graph, ctx: PassContext, *,
     """Choose the solver and record why (graph attrs `solver`, `solver_reason`).
 
     `auto` picks `analytical` when every check it requires (pipelines.toml) passes, else `step`. An
-    explicit solver whose checks fail is a CompileError naming the node and the check.
+    explicit solver whose checks fail is a CompileError naming the node and the check. When the context
+    names the solvers the target backend implements (option `available_solvers`), `auto` picks only
+    among those.
     """
+    available = ctx.options.get("available_solvers")
     if solver == "auto":
         failure = _first_failure("analytical", graph, ctx)
-        if failure is None:
+        if available is not None and "analytical" not in available:
+            chosen, reason = "step", "the backend does not implement the analytical solver"
+        elif failure is None:
             chosen, reason = "analytical", "the graph meets every check of the analytical solver"
         else:
             nodes = ", ".join(failure.nodes[:3]) + (", ..." if len(failure.nodes) > 3 else "")

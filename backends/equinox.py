@@ -1,0 +1,126 @@
+"""backend="equinox": the step schedule as an `equinox.Module` (jit/vmap/grad just work).
+
+Weights and neuron parameters (every float parameter) are the module's array leaves, keyed by IR node
+and parameter name; the schedule, semantics and dt are static. The module runs one sample
+`x: [T, *input_shape]`; batch with `jax.vmap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nircomp.backends import Capabilities, register_backend
+from nircomp.errors import CompileError
+from nircomp.ir import Graph
+from nircomp.ops import KINDS
+from nircomp.runner import _advance, initial_state, run
+from nircomp.schedule import Schedule, build_schedule
+from nircomp.semantics import Semantics
+
+
+class StepModel(eqx.Module):
+    """A compiled step-solver model. Call with `x` ([T, *shape], or {input name: array}).
+
+    `model(x)` -> y ([T, *shape], or a dict for several Outputs);
+    `model(x, record=["lif1"])` -> (y, {name: [T, *shape]}) for any node by its NIR name;
+    `model.init_state()` / `model.step(state, x_t)` advance one step at a time (online use).
+    """
+
+    params: dict[str, dict[str, jax.Array]]
+    schedule: Schedule = eqx.field(static=True)
+    semantics: Semantics = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+
+    # ------------------------------------------------------------------ whole sequences
+    def __call__(self, x, record: Sequence[str] | None = None):
+        inputs = self._inputs(x, time_axis=True)
+        values = run(self.schedule, self.params, inputs, self.semantics, self.dt)
+        y = self._outputs(values)
+        if record is None:
+            return y
+        return y, {name: values[self._entry_of(name)] for name in record}
+
+    # ------------------------------------------------------------------ one step at a time
+    def init_state(self, dtype=None) -> dict[str, Any]:
+        entries = self._step_entries()
+        return initial_state(self.schedule, entries, dtype or jnp.result_type(float))
+
+    def step(self, state: Mapping[str, Any], x_t):
+        """Advance every node by one step: (state, x_t [*shape] or dict) -> (state, y_t)."""
+        inputs = self._inputs(x_t, time_axis=False)
+        state, out = _advance(self.schedule, self._step_entries(), self.params, state, inputs, self.semantics,
+                              self.dt)
+        return state, self._outputs({**inputs, **out})
+
+    # ------------------------------------------------------------------ helpers
+    def _step_entries(self) -> tuple[str, ...]:
+        return tuple(n for stage in self.schedule.stages for n in stage.entries)
+
+    def _inputs(self, x, time_axis: bool) -> dict[str, jax.Array]:
+        names = self.schedule.inputs
+        if isinstance(x, Mapping):
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise CompileError(f"missing input(s) {', '.join(missing)}; the graph's inputs are {', '.join(names)}")
+            data = {n: jnp.asarray(x[n]) for n in names}
+        elif len(names) == 1:
+            data = {names[0]: jnp.asarray(x)}
+        else:
+            raise CompileError(f"the graph has {len(names)} inputs ({', '.join(names)}); pass a dict")
+        for n, arr in data.items():
+            want = self.schedule.entry(n).shape
+            got = tuple(arr.shape[1:] if time_axis else arr.shape)
+            if got != tuple(want):
+                lead = "[T, " if time_axis else "["
+                raise CompileError(f"input '{n}' has shape {list(arr.shape)}, expected {lead}"
+                                   f"{', '.join(map(str, want))}]" + (" (batch with jax.vmap)" if time_axis and
+                                                                        got[1:] == tuple(want) else ""))
+            if not jnp.issubdtype(arr.dtype, jnp.floating):
+                data[n] = arr.astype(jnp.result_type(float))
+        return data
+
+    def _outputs(self, values):
+        outs = {n: values[n] for n in self.schedule.outputs}
+        return next(iter(outs.values())) if len(outs) == 1 else outs
+
+    def _entry_of(self, name: str) -> str:
+        names = dict(self.schedule.names)
+        if name in names:
+            return names[name]
+        lost = dict(self.schedule.lost)
+        if name in lost:
+            raise CompileError(f"cannot record node '{name}': {lost[name]}",
+                               hint="compile with a pipeline without canonicalize to record it")
+        raise CompileError(f"cannot record unknown node '{name}'; known: {', '.join(sorted(names))}")
+
+
+STEP_KINDS = frozenset(k for k in KINDS)
+
+
+class EquinoxBackend:
+    """Lowers a graph for the step solver to a StepModel."""
+
+    name = "equinox"
+    capabilities = Capabilities(solvers=frozenset({"step"}), kinds=STEP_KINDS)
+
+    def lower(self, graph: Graph, options: Mapping[str, Any]) -> StepModel:
+        dt = float(options["dt"])
+        schedule = build_schedule(graph, dt, options.get("schedule", "scc"))
+        dtype = options.get("dtype") or jnp.result_type(float)
+        params = {}
+        for name, op in graph.ops():
+            floats = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in op.params.items()
+                      if not isinstance(v, str) and np.asarray(v).dtype.kind == "f"
+                      and k not in ("shape", "delay")}
+            if floats:
+                params[name] = floats
+        return StepModel(params, schedule, options["semantics"], dt)
+
+
+register_backend(EquinoxBackend())

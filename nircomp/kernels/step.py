@@ -1,0 +1,214 @@
+"""Step-solver kernels, one per op kind: plain JAX functions of (params, inputs, static options).
+
+Stateless kernels take `x` with any leading axes (time, batch) before the node's own shape, so the
+scheduler can apply them to a whole `[T, ...]` sequence at once. Neuron kernels advance one step:
+`step(p, state, x, sem, dt) -> (state, y)`. `sem` is the resolved Semantics (read by attribute only).
+Imports: jax, numpy, math only (the source backend embeds this module).
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- spike function
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def spike_fn(x, ge, surrogate, slope):
+    """Heaviside of x (x > 0, or x >= 0 when `ge`), with a surrogate derivative for gradients."""
+    return (x >= 0 if ge else x > 0).astype(x.dtype)
+
+
+@spike_fn.defjvp
+def _spike_jvp(ge, surrogate, slope, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return spike_fn(x, ge, surrogate, slope), surrogate_grad(x, surrogate, slope) * dx
+
+
+def surrogate_grad(x, surrogate, slope):
+    """d spike / d x as the named surrogate: SuperSpike (Zenke & Ganguli), fast sigmoid, arctan, sigmoid."""
+    if surrogate == "superspike":
+        return 1.0 / (slope * jnp.abs(x) + 1.0) ** 2
+    if surrogate == "fast-sigmoid":
+        return slope / (slope * jnp.abs(x) + 1.0) ** 2
+    if surrogate == "arctan":
+        return (slope / 2.0) / (1.0 + (math.pi / 2.0 * slope * x) ** 2)
+    if surrogate == "sigmoid":
+        s = jax.nn.sigmoid(slope * x)
+        return slope * s * (1.0 - s)
+    raise ValueError(f"unknown surrogate {surrogate!r}")
+
+
+def _amp(sem, dt):
+    return 1.0 / dt if sem.spike == "dirac" else 1.0
+
+
+def fire(p, v, sem, dt):
+    """Spikes of membrane v and the membrane after reset: (v, z) with z of amplitude 1 (or 1/dt)."""
+    th, v_reset = p["v_threshold"], p.get("v_reset", 0.0)
+    z = spike_fn(v - th, sem.threshold == "ge", sem.surrogate, sem.slope)
+    if sem.spike_count == "multi":
+        unit = th - v_reset
+        n = jnp.maximum(jnp.floor((v - v_reset) / unit), 0.0)
+        n = jax.lax.stop_gradient(n - z) + z  # counts forward, surrogate gradient through the first spike
+        z = n
+    if sem.reset_timing == "same-step":
+        v = reset(v, z, p, sem)
+    return v, z
+
+
+def reset(v, z, p, sem):
+    th, v_reset = p["v_threshold"], p.get("v_reset", 0.0)
+    if sem.reset == "value":
+        return v - jnp.minimum(z, 1.0) * (v - v_reset)
+    if sem.reset == "subtract":
+        return v - z * (th - v_reset)
+    return v
+
+
+# ----------------------------------------------------------------------------- stateless kernels
+def dense(p, x):
+    """y = W x (+ b) over the last axis; any leading axes."""
+    y = jnp.einsum("...i,oi->...o", x, p["weight"])
+    return y + p["bias"] if "bias" in p else y
+
+
+def scale(p, x):
+    return x * p["scale"]
+
+
+def _lead(x, ndim):
+    """Fold leading axes into one batch axis for lax ops: (x', restore)."""
+    lead = x.shape[: x.ndim - ndim]
+    flat = x.reshape((-1,) + x.shape[x.ndim - ndim:])
+    return flat, lambda y: y.reshape(lead + y.shape[1:])
+
+
+def conv(p, x, stride, padding, dilation, groups):
+    """PyTorch-convention cross-correlation (Conv1d/Conv2d), `padding` as ((lo, hi), ...) pairs."""
+    nd = len(stride)
+    flat, restore = _lead(x, nd + 1)
+    y = jax.lax.conv_general_dilated(flat, p["weight"].astype(flat.dtype), tuple(stride), tuple(padding),
+                                     rhs_dilation=tuple(dilation), feature_group_count=groups)
+    if "bias" in p:
+        y = y + p["bias"].reshape((-1,) + (1,) * nd)
+    return restore(y)
+
+
+def pool(x, kernel, stride, padding, average):
+    """Sum (or average, counting padding as PyTorch does by default) pooling over the last two axes."""
+    flat, restore = _lead(x, 3)
+    window, strides = (1, 1) + tuple(kernel), (1, 1) + tuple(stride)
+    pads = ((0, 0), (0, 0)) + tuple((q, q) for q in padding)
+    y = jax.lax.reduce_window(flat, jnp.zeros((), flat.dtype), jax.lax.add, window, strides, pads)
+    if average:
+        y = y / float(np.prod(kernel))
+    return restore(y)
+
+
+def flatten(x, in_shape, out_shape):
+    lead = x.shape[: x.ndim - len(in_shape)]
+    return x.reshape(lead + tuple(out_shape))
+
+
+def threshold(p, x, sem, dt):
+    return spike_fn(x - p["threshold"], sem.threshold == "ge", sem.surrogate, sem.slope) * _amp(sem, dt)
+
+
+# ----------------------------------------------------------------------------- neuron kernels
+def _r(p, sem):
+    return p["r"] if sem.honour_r else 1.0
+
+
+def _leak(p, sem):
+    return p["v_leak"] if sem.honour_v_leak else 0.0
+
+
+def _relax(v, target, tau, sem, dt):
+    """One step of tau dv/dt = target - v with target held: Euler or exact."""
+    if sem.method == "exact":
+        return target + (v - target) * jnp.exp(-dt / tau)
+    return v + dt / tau * (target - v)
+
+
+def _drive(v, u, tau, p, sem, dt):
+    """Advance tau dv/dt = v_leak - v + u (u = r * input), with the 'one' input-scale variant."""
+    if sem.input_scale == "one":
+        return _relax(v, _leak(p, sem), tau, sem, dt) + u
+    return _relax(v, _leak(p, sem) + u, tau, sem, dt)
+
+
+def integrator_step(p, v, x, sem, dt):
+    """I: v += r x (an input spike is a unit charge)."""
+    v = v + _r(p, sem) * x
+    return v, v
+
+
+def if_step(p, state, x, sem, dt):
+    v, z_prev = state
+    if sem.reset_timing == "next-step":
+        v = reset(v, z_prev, p, sem)
+    v = v + _r(p, sem) * x
+    v, z = fire(p, v, sem, dt)
+    return (v, z), z * _amp(sem, dt)
+
+
+def li_step(p, v, x, sem, dt):
+    v = _drive(v, _r(p, sem) * x, p["tau"], p, sem, dt)
+    return v, v
+
+
+def lif_step(p, state, x, sem, dt):
+    v, z_prev = state
+    if sem.reset_timing == "next-step":
+        v = reset(v, z_prev, p, sem)
+    v = _drive(v, _r(p, sem) * x, p["tau"], p, sem, dt)
+    v, z = fire(p, v, sem, dt)
+    return (v, z), z * _amp(sem, dt)
+
+
+def _cuba(p, i, v, x, sem, dt):
+    """Synaptic current and membrane of CubaLI/CubaLIF over one step."""
+    w_in = p["w_in"] if sem.honour_w_in else 1.0
+    tau_syn, tau_mem, r = p["tau_syn"], p["tau_mem"], _r(p, sem)
+    if sem.method == "exact" and sem.input_scale == "dt/tau":
+        i_inf = w_in * x
+        v_inf = _leak(p, sem) + r * i_inf
+        a_s, a_m = jnp.exp(-dt / tau_syn), jnp.exp(-dt / tau_mem)
+        d = i - i_inf
+        same = jnp.abs(tau_syn - tau_mem) <= 1e-12 * tau_mem
+        safe = jnp.where(same, 1.0, tau_syn - tau_mem)
+        coupling = jnp.where(same, dt / tau_mem * a_m, tau_syn / safe * (a_s - a_m))
+        if sem.cuba_order == "voltage-first":  # the membrane sees the current held from the previous step
+            v_new = _relax(v, _leak(p, sem) + r * i, tau_mem, sem, dt)
+        else:
+            v_new = v_inf + (v - v_inf) * a_m + r * d * coupling
+        return i_inf + d * a_s, v_new
+    i_new = _relax(i, w_in * x, tau_syn, sem, dt) if sem.input_scale == "dt/tau" else \
+        _relax(i, 0.0, tau_syn, sem, dt) + w_in * x
+    drive = i if sem.cuba_order == "voltage-first" else i_new
+    return i_new, _drive(v, r * drive, tau_mem, p, sem, dt)
+
+
+def cubali_step(p, state, x, sem, dt):
+    i, v = state
+    i, v = _cuba(p, i, v, x, sem, dt)
+    return (i, v), v
+
+
+def cubalif_step(p, state, x, sem, dt):
+    i, v, z_prev = state
+    if sem.reset_timing == "next-step":
+        v = reset(v, z_prev, p, sem)
+    i, v = _cuba(p, i, v, x, sem, dt)
+    v, z = fire(p, v, sem, dt)
+    return (i, v, z), z * _amp(sem, dt)
+
+
+def delay_step(steps, buf, x):
+    """y(t) = x(t - d) per neuron, d = `steps` (an int array of the node's shape); buf[k] = x(t - k)."""
+    buf = jnp.concatenate([x[None], buf[:-1]], axis=0)
+    y = jnp.take_along_axis(buf, jnp.asarray(steps)[None], axis=0)[0]
+    return buf, y

@@ -1,0 +1,167 @@
+"""The static schedule of the step solver: which ops run on whole sequences, which in a scan.
+
+Fused Dense<neuron> nodes are split back into a dense entry and a neuron entry, so a dense whose input
+comes from outside its cycle is applied to the whole `[T, ...]` sequence at once (one large matmul
+instead of T small ones). Entries are grouped by strongly connected component, in topological order:
+a stateless entry outside every cycle is a "seq" stage; stateful entries and cycles are "scan" stages.
+`mode="per-step"` puts everything in one scan: the plain schedule the SCC one must reproduce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from nircomp.errors import CompileError
+from nircomp.ir import Graph
+from nircomp.ops import FUSED_KINDS, conv_padding
+
+STATEFUL = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Delay"})
+_DENSE_PARAMS = ("weight", "bias")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One kernel call: `kind` (an IR kind, unfused), its inputs `(entry, back)`, the IR node whose params
+    it reads (`node`, restricted to `params`), output shape and hashable static options."""
+
+    name: str
+    kind: str
+    node: str
+    params: tuple[str, ...]
+    inputs: tuple[tuple[str, bool], ...]
+    in_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    static: tuple[tuple[str, object], ...] = ()
+
+    def opt(self, key: str):
+        return dict(self.static)[key]
+
+    @property
+    def stateful(self) -> bool:
+        return self.kind in STATEFUL
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str  # "seq" or "scan"
+    entries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    entries: tuple[Entry, ...]
+    stages: tuple[Stage, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    names: tuple[tuple[str, str], ...]  # NIR name -> entry whose output it is
+    lost: tuple[tuple[str, str], ...]  # NIR name -> why it cannot be recorded
+
+    def entry(self, name: str) -> Entry:
+        return self._by_name[name]
+
+    @property
+    def _by_name(self) -> dict[str, Entry]:
+        return {e.name: e for e in self.entries}
+
+
+def _static(op, dt: float, name: str) -> tuple[tuple[str, object], ...]:
+    p = op.params
+    if op.kind in ("Conv1d", "Conv2d"):
+        nd = 1 if op.kind == "Conv1d" else 2
+        w = np.shape(p["weight"])
+
+        def per(v):
+            a = np.asarray(v).reshape(-1)
+            return tuple(int(x) for x in (a if a.size == nd else np.repeat(a, nd)))
+
+        dil = per(p["dilation"])
+        pads = conv_padding(p["padding"], nd, tuple(w[2:]), dil)
+        return (("stride", per(p["stride"])), ("padding", tuple(pads)), ("dilation", dil),
+                ("groups", int(np.asarray(p["groups"]))))
+    if op.kind in ("SumPool2d", "AvgPool2d"):
+        def per2(v):
+            a = np.asarray(v).reshape(-1)
+            return tuple(int(x) for x in (a if a.size == 2 else np.repeat(a, 2)))
+        return (("kernel", per2(p["kernel_size"])), ("stride", per2(p["stride"])), ("padding", per2(p["padding"])))
+    if op.kind == "Delay":
+        d = np.asarray(p["delay"], dtype=np.float64) / dt
+        steps = np.round(d)
+        bad = np.abs(d - steps) > 1e-6 * np.maximum(np.abs(d), 1.0)
+        if np.any(bad):
+            raise CompileError(f"Delay of {float(np.asarray(p['delay']).reshape(-1)[np.argmax(bad.reshape(-1))])} "
+                               f"is not a multiple of dt={dt} (within 1e-6 relative); the step solver would have "
+                               "to round it", nodes=[name], hint="choose dt dividing every delay")
+        return (("steps", tuple(int(s) for s in steps.reshape(-1))),)
+    return ()
+
+
+def _param_names(op, part: str) -> tuple[str, ...]:
+    if part == "dense":
+        return tuple(k for k in _DENSE_PARAMS if k in op.params)
+    if part == "neuron":
+        return tuple(k for k in op.params if k not in _DENSE_PARAMS)
+    return tuple(k for k, v in op.params.items() if not isinstance(v, str) and np.asarray(v).dtype.kind == "f")
+
+
+def build_schedule(graph: Graph, dt: float, mode: str = "scc") -> Schedule:
+    """The schedule of a graph that went through the step pipeline (shapes known, back edges marked)."""
+    entries: dict[str, Entry] = {}
+    names: dict[str, str] = {}
+    lost: dict[str, str] = {}
+    g = graph.nx
+    for name in graph.order():
+        op = graph.op(name)
+        inputs = tuple(sorted((src, bool(back)) for src, back in
+                              ((s, g.edges[s, name].get("back", False)) for s in g.pred[name])))
+        if op.kind in FUSED_KINDS:
+            neuron = FUSED_KINDS[op.kind]
+            dname = f"{name}/dense"
+            hidden = op.output_shape  # the neuron keeps the dense output's shape
+            entries[dname] = Entry(dname, "Affine" if "bias" in op.params else "Linear", name,
+                                   _param_names(op, "dense"), inputs, op.input_shape, tuple(hidden))
+            entries[name] = Entry(name, neuron, name, _param_names(op, "neuron"), ((dname, False),),
+                                  tuple(hidden), op.output_shape)
+            if len(op.origin) >= 2:
+                names[op.origin[-2]] = dname
+        else:
+            entries[name] = Entry(name, op.kind, name, _param_names(op, "all"), inputs, op.input_shape or (),
+                                  op.output_shape or (), _static(op, dt, name))
+        if op.origin:
+            names[op.origin[-1]] = name
+            for o in op.origin[: -2 if op.kind in FUSED_KINDS else -1]:
+                lost[o] = f"its op was folded into '{name}' by canonicalize"
+        names.setdefault(name, name)
+    for n in list(lost):
+        if n in names:
+            del lost[n]
+    stages = _stages(entries, mode)
+    return Schedule(tuple(entries.values()), stages, tuple(graph.inputs()), tuple(graph.outputs()),
+                    tuple(sorted(names.items())), tuple(sorted(lost.items())))
+
+
+def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
+    order = [n for n in entries if entries[n].kind != "Input"]
+    if mode == "per-step":
+        return (Stage("scan", tuple(order)),)
+    if mode != "scc":
+        raise ValueError(f"unknown schedule mode {mode!r}")
+    dg = nx.DiGraph()
+    dg.add_nodes_from(order)
+    dg.add_edges_from((src, n) for n in order for src, _ in entries[n].inputs if src in dg)
+    cond = nx.condensation(dg)
+    rank = {n: i for i, n in enumerate(order)}
+    members = cond.graph["mapping"]
+    groups: dict[int, list[str]] = {}
+    for n in order:
+        groups.setdefault(members[n], []).append(n)
+    key = {c: min(rank[n] for n in groups[c]) for c in groups}
+    stages = []
+    for c in nx.lexicographical_topological_sort(cond, key=lambda c: key[c]):
+        group = sorted(groups[c], key=rank.get)
+        e = entries[group[0]]
+        cyclic = len(group) > 1 or any(src == e.name for src, _ in e.inputs)
+        stages.append(Stage("seq" if not cyclic and not e.stateful else "scan", tuple(group)))
+    return tuple(stages)
