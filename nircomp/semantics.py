@@ -37,6 +37,8 @@ class Semantics:
         importers that map tau to a decay factor beta = 1 - dt/tau do).
     surrogate, slope: the surrogate derivative of the spike function for gradients ("superspike",
         "fast-sigmoid", "arctan", "sigmoid"); the forward pass is unaffected.
+    forward: "heaviside" (spikes are 0/1) or "smooth" (the spike function is sigmoid(slope * x) in the
+        forward pass too, so gradients are exact derivatives: for checking gradients, not for simulation).
     """
 
     method: Literal["euler", "exact"] = "euler"
@@ -52,6 +54,7 @@ class Semantics:
     input_scale: Literal["dt/tau", "one"] = "dt/tau"
     surrogate: Literal["superspike", "fast-sigmoid", "arctan", "sigmoid"] = "superspike"
     slope: float = 25.0
+    forward: Literal["heaviside", "smooth"] = "heaviside"
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))

@@ -45,10 +45,17 @@ def _amp(sem, dt):
     return 1.0 / dt if sem.spike == "dirac" else 1.0
 
 
+def spike(x, sem):
+    """The spike function of the semantics: Heaviside with a surrogate gradient, or the smooth sigmoid."""
+    if sem.forward == "smooth":
+        return jax.nn.sigmoid(sem.slope * x)
+    return spike_fn(x, sem.threshold == "ge", sem.surrogate, sem.slope)
+
+
 def fire(p, v, sem, dt):
     """Spikes of membrane v and the membrane after reset: (v, z) with z of amplitude 1 (or 1/dt)."""
     th, v_reset = p["v_threshold"], p.get("v_reset", 0.0)
-    z = spike_fn(v - th, sem.threshold == "ge", sem.surrogate, sem.slope)
+    z = spike(v - th, sem)
     if sem.spike_count == "multi":
         unit = th - v_reset
         n = jnp.maximum(jnp.floor((v - v_reset) / unit), 0.0)
@@ -114,7 +121,7 @@ def flatten(x, in_shape, out_shape):
 
 
 def threshold(p, x, sem, dt):
-    return spike_fn(x - p["threshold"], sem.threshold == "ge", sem.surrogate, sem.slope) * _amp(sem, dt)
+    return spike(x - p["threshold"], sem) * _amp(sem, dt)
 
 
 # ----------------------------------------------------------------------------- neuron kernels
