@@ -20,6 +20,19 @@ class Program:
     log: tuple[PassRecord, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def ir_with_params(self, model: Any = None) -> Graph:
+        """A copy of the IR carrying the (trained) parameters of `model` (default: this program's), each cast
+        back to the dtype it had in the IR. Save it with `nircomp.save` to write a trained graph to NIR."""
+        import numpy as np
+
+        model = self.model if model is None else model
+        graph = self.ir.copy()
+        for name, params in model.params.items():
+            op = graph.op(name)
+            new = {k: np.asarray(v).astype(np.asarray(op.params[k]).dtype) for k, v in params.items()}
+            graph.set_op(name, op.replace(params={**op.params, **new}))
+        return graph
+
     def as_text(self) -> str:
         from nircomp.printer import format_graph
 
