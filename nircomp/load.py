@@ -30,20 +30,32 @@ PORT_KINDS = ("Input", "Output")
 # --------------------------------------------------------------------------- public API
 def load(source: Any, *, name: str | None = None) -> Graph:
     """A `.nir` file (str | Path) or a `nir.NIRGraph` as a flat IR Graph with shapes inferred."""
-    if isinstance(source, (str, os.PathLike)):
-        path = str(source)
-        data = read_hdf5(path)
-        graph = graph_from_dict(data, source=path, name=name or Path(path).stem)
-    elif type(source).__name__ == "NIRGraph":
-        graph = graph_from_dict(nir_to_dict(source), source="<NIRGraph>", name=name or "graph")
-    else:
-        raise LoadError(f"cannot load a {type(source).__name__}: expected a path to a .nir file or a nir.NIRGraph")
-    infer_shapes(graph, repair=True, pass_name="load")
+    is_path = isinstance(source, (str, os.PathLike))
+    path = str(source) if is_path else "<NIRGraph>"
+    try:
+        if is_path:
+            graph = graph_from_dict(read_hdf5(path), source=path, name=name or Path(path).stem)
+        elif type(source).__name__ == "NIRGraph":
+            graph = graph_from_dict(nir_to_dict(source), source=path, name=name or "graph")
+        else:
+            raise LoadError(f"cannot load a {type(source).__name__}: expected a path to a .nir file or a nir.NIRGraph")
+        infer_shapes(graph, repair=True, pass_name="load")
+    except CompileError as e:  # every load failure names the file and the [load] stage
+        e.pass_name = e.pass_name or "load"
+        e.source = e.source or (path if is_path else None)
+        raise
     return graph
 
 
 def save(graph: Graph, path: str | os.PathLike, *, nest: bool = True) -> None:
-    """Write the graph as a NIR HDF5 file (readable by `nir.read`), nesting dotted subgraphs again."""
+    """Write the graph as a NIR HDF5 file (readable by `nir.read`), nesting dotted subgraphs again.
+
+    Compiler kinds (fused Dense<neuron> nodes) are split back into NIR primitives by the `unfuse` pass.
+    """
+    if any(not op.spec.nir for _, op in graph.ops()):
+        from nircomp.pipeline import PassContext, get_pass
+
+        graph = get_pass("unfuse").bind()(graph.copy(), PassContext(source=graph.source))
     write_hdf5(path, graph_to_dict(graph, nest=nest))
 
 
@@ -114,6 +126,14 @@ def write_hdf5(path: str | os.PathLike, node: Mapping[str, Any]) -> None:
         raise LoadError(f"cannot write ({_one_line(e)})", source=str(path)) from None
 
 
+def _describe(value: Any) -> str:
+    """A short one-line description of a file value: the text itself, or an array's dtype and shape."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    arr = np.asarray(value)
+    return f"{arr.dtype} array of shape {list(arr.shape)}"
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
@@ -156,9 +176,9 @@ class _Scope:
 def graph_from_dict(data: Mapping[str, Any], *, source: str | None = None, name: str = "graph") -> Graph:
     """Build the flat IR from a NIR graph dict (the file layout)."""
     graph = Graph(name=name, source=source)
-    if data.get("type") != "NIRGraph":
-        raise LoadError(f"the top-level node is a {data.get('type', 'node without type')!r}, not a NIRGraph",
-                        source=source)
+    kind = data.get("type", "node without type")
+    if not isinstance(kind, str) or kind != "NIRGraph":
+        raise LoadError(f"the top-level node is a {_describe(kind)}, not a NIRGraph", source=source)
     graph.metadata = _metadata(data)
     raw_edges: list[tuple[str, str, str]] = []  # flat src, flat dst, scope prefix (for messages)
     _add_scope(graph, data, "", raw_edges)
@@ -186,6 +206,9 @@ def _add_scope(graph: Graph, data: Mapping[str, Any], prefix: str, raw_edges: li
         if not isinstance(nd, Mapping) or "type" not in nd:
             raise LoadError("node has no 'type' entry", source=source, nodes=[flat])
         kind = nd["type"]
+        if not isinstance(kind, str):
+            raise LoadError(f"node 'type' is a {_describe(kind)}, expected the name of a node type",
+                            source=source, nodes=[flat])
         if kind == "NIRGraph":
             graph.scopes[flat] = _metadata(nd)
             scope.children[str(local)] = _add_scope(graph, nd, flat + ".", raw_edges)
@@ -364,7 +387,7 @@ def graph_to_dict(graph: Graph, *, nest: bool = True) -> dict[str, Any]:
         chain.append(v)
         for a, b in zip(chain, chain[1:]):
             common = _common_scope(_scope_of(a, scopes), _scope_of(b, scopes), scopes)
-            edge = (_endpoint(a, common, scopes), _endpoint(b, common, scopes))
+            edge = (_endpoint(a, common, scopes, graph.ports), _endpoint(b, common, scopes, graph.ports))
             edges = tree[common]["edges"]
             if edge not in edges:
                 edges.append(edge)
@@ -378,6 +401,10 @@ def _empty(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def op_to_dict(op: Op) -> dict[str, Any]:
     d: dict[str, Any] = {"type": op.kind}
     d.update(op.params)
+    if op.kind in ("Conv1d", "Conv2d") and "input_shape" not in d and op.input_shape is not None:
+        # nir.read (1.0.8) cannot read a Conv without input_shape; fill it as nir's own type inference does
+        spatial = op.input_shape[1:]
+        d["input_shape"] = np.asarray(spatial[0] if op.kind == "Conv1d" else spatial)
     if op.metadata:
         d["metadata"] = dict(op.metadata)
     return d
@@ -401,9 +428,17 @@ def _common_scope(a: str, b: str, scopes: list[str]) -> str:
     return a
 
 
-def _endpoint(name: str, scope: str, scopes: list[str]) -> str:
-    """The name by which scope `scope` refers to `name`: itself, or the child subgraph containing it."""
+def _endpoint(name: str, scope: str, scopes: list[str], ports: Mapping[str, Op]) -> str:
+    """The name by which scope `scope` refers to `name`: itself, the child subgraph containing it, or
+    `child.port` when `name` is a port of a child that has several ports of its kind (NIR's short form,
+    the subgraph's name alone, would be ambiguous there)."""
     inner = _scope_of(name, scopes)
     while inner and inner != scope and _scope_of(inner, scopes) != scope:
         inner = _scope_of(inner, scopes)
-    return _local(name if inner == scope else inner, scope)
+    if inner == scope:
+        return _local(name, scope)
+    if name in ports and _scope_of(name, scopes) == inner:
+        kind = ports[name].kind
+        if sum(op.kind == kind and _scope_of(p, scopes) == inner for p, op in ports.items()) > 1:
+            return _local(name, scope)
+    return _local(inner, scope)
