@@ -104,8 +104,8 @@ class PrintIR:
             return
         from nircomp.printer import format_graph
 
-        change = self.log.records[-1].summary() if self.log and self.log.records else ""
-        self.stream.write(f"// -----// IR after {p} ({seconds * 1e3:.1f} ms; {change}) //----- //\n")
+        change = f"; {self.log.records[-1].summary()}" if self.log and self.log.records else ""
+        self.stream.write(f"// -----// IR after {p} ({seconds * 1e3:.1f} ms{change}) //----- //\n")
         self.stream.write(format_graph(graph, self.fmt) + "\n")
 
 

@@ -13,6 +13,7 @@ import difflib
 import inspect
 import time
 import tomllib
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,17 +38,8 @@ class OptionInfo:
         return typing.get_args(self.type) if typing.get_origin(self.type) is Literal else None
 
     def parse(self, text: str, pass_name: str) -> Any:
-        t = self.type
         try:
-            if self.choices is not None:
-                if text not in self.choices:
-                    raise ValueError(f"expected one of {', '.join(map(str, self.choices))}")
-                return text
-            origin = typing.get_origin(t)
-            if origin is tuple:
-                (item_type, *_) = typing.get_args(t) or (str,)
-                return tuple(_scalar(item_type, v) for v in text.split(",") if v)
-            return _scalar(t, text)
+            return _parse_value(self.type, text)
         except ValueError as e:
             raise PipelineError(f"option {self.name}={text!r}: {e}", pass_name=pass_name) from None
 
@@ -61,6 +53,24 @@ class OptionInfo:
     def describe(self) -> str:
         kind = "|".join(map(str, self.choices)) if self.choices else getattr(self.type, "__name__", str(self.type))
         return f"{self.name}={self.format(self.default)} ({kind})"
+
+
+def _parse_value(t: Any, text: str) -> Any:
+    """`text` as a value of type `t`: bool, int, float, str, Literal[...], tuple[X, ...] or X | None ('none')."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Literal:
+        by_text = {str(c): c for c in args}
+        if text not in by_text:
+            raise ValueError(f"expected one of {', '.join(by_text)}")
+        return by_text[text]
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        if text.lower() == "none":
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _parse_value(rest[0] if len(rest) == 1 else str, text)
+    if origin is tuple:
+        return tuple(_scalar((args or (str,))[0], v) for v in text.split(",") if v)
+    return _scalar(t, text)
 
 
 def _scalar(t: Any, text: str) -> Any:

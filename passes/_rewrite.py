@@ -39,10 +39,11 @@ def absorb(graph: Graph, keep: str, drop: str, op: Op) -> None:
     """Merge `drop`, the sole neighbour on one side of `keep`, into `keep`, which becomes `op`.
 
     `drop` must be either keep's only predecessor (all of drop's inputs then feed `keep`) or keep's only
-    successor (`keep` then feeds all of drop's outputs).
+    successor (`keep` then feeds all of drop's outputs). The side is told by drop's outputs, not by the
+    edge drop -> keep, which a two-node cycle also has when `drop` is the successor.
     """
     g = graph.nx
-    if g.has_edge(drop, keep):
+    if set(g.succ[drop]) == {keep}:
         new = [(p, keep, _joined(graph, (p, drop), (drop, keep))) for p in g.pred[drop]]
     else:
         new = [(keep, s, _joined(graph, (keep, drop), (drop, s))) for s in g.succ[drop]]
