@@ -40,7 +40,8 @@ class StepModel(eqx.Module):
     # ------------------------------------------------------------------ whole sequences
     def __call__(self, x, record: Sequence[str] | None = None):
         inputs = self._inputs(x, time_axis=True)
-        values = run(self.schedule, self.params, inputs, self.semantics, self.dt)
+        keep = frozenset(self._entry_of(name) for name in record or ())
+        values = run(self.schedule, self.params, inputs, self.semantics, self.dt, keep)
         y = self._outputs(values)
         if record is None:
             return y
@@ -49,7 +50,7 @@ class StepModel(eqx.Module):
     # ------------------------------------------------------------------ one step at a time
     def init_state(self, dtype=None) -> dict[str, Any]:
         entries = self._step_entries()
-        return initial_state(self.schedule, entries, dtype or jnp.result_type(float))
+        return initial_state(self.schedule, entries, dtype or jnp.result_type(float), self.params, self.semantics)
 
     def step(self, state: Mapping[str, Any], x_t):
         """Advance every node by one step: (state, x_t [*shape] or dict) -> (state, y_t)."""

@@ -15,12 +15,14 @@ from nircomp.pipeline import BoundPass, Instrument, PassContext, resolve_pipelin
 
 def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = "equinox",
             pipeline: str | Sequence[BoundPass] | None = None, *, convention: str = "nir", dtype: Any = None,
-            schedule: str = "scc", **options: Any) -> Program:
+            schedule: str | None = None, **options: Any) -> Program:
     """Compile a `.nir` file, a nir.NIRGraph or a Graph into a runnable Program.
 
     convention: "nir" (default) or a peer preset; any Semantics field (method, reset, threshold, spike,
     surrogate, slope, ...) given as a keyword overrides it. dtype: parameter dtype (default: JAX's float).
-    schedule: "scc" (stateless ops on whole sequences) or "per-step" (everything in one scan).
+    schedule: "scc" (every stateless op outside cycles on whole sequences), "per-step" (everything in
+    one scan) or "auto" (only windowed ops on whole sequences, the fastest on CPU); default: "auto" on
+    the CPU, "scc" on accelerators. All give the same results.
     """
     import dataclasses
 
@@ -48,6 +50,14 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     if bad:
         raise CompileError(f"backend {backend!r} cannot lower node kind(s) {', '.join(sorted({k for _, k in bad}))}",
                            nodes=[n for n, _ in bad], source=graph.source)
+    if schedule is None:
+        import jax
+
+        schedule = "auto" if jax.default_backend() == "cpu" else "scc"
+    from nircomp.schedule import MODES
+
+    if schedule not in MODES:
+        raise CompileError(f"unknown schedule {schedule!r}; expected one of {', '.join(MODES)}")
     resolved = {"dt": dt, "solver": chosen, "semantics": semantics, "dtype": dtype, "schedule": schedule}
     try:
         model = target.lower(graph, resolved)

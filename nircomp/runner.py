@@ -37,7 +37,7 @@ def apply_stateless(e: Entry, p: dict, x, sem, dt):
     if k in ("SumPool2d", "AvgPool2d"):
         return K.pool(x, e.opt("kernel"), e.opt("stride"), e.opt("padding"), k == "AvgPool2d")
     if k == "Flatten":
-        return K.flatten(x, e.in_shape, e.shape)
+        return K.flatten(x, e.in_shape, e.shape, sem.flatten_order)
     if k == "Threshold":
         return K.threshold(p, x, sem, dt)
     if k in ("Identity", "Output"):
@@ -45,16 +45,20 @@ def apply_stateless(e: Entry, p: dict, x, sem, dt):
     raise NotImplementedError(f"no step kernel for {k}")
 
 
-def init_entry(e: Entry, dtype):
+def init_entry(e: Entry, dtype, p=None, sem=None):
+    """Initial state of a stateful entry: zeros, except leaky membranes/currents under init="v_leak"."""
     z = jnp.zeros(e.shape, dtype)
-    if e.kind in ("I", "LI"):
+    v0, i0 = K.rest_state(p, sem) if sem is not None and e.kind in ("LI", "LIF", "CubaLI", "CubaLIF") else (0, 0)
+    if e.kind == "I":
         return z
+    if e.kind == "LI":
+        return z + v0
     if e.kind in ("IF", "LIF"):
-        return (z, z)
+        return (z + v0, z)
     if e.kind == "CubaLI":
-        return (z, z)
+        return (z + i0, z + v0)
     if e.kind == "CubaLIF":
-        return (z, z, z)
+        return (z + i0, z + v0, z)
     if e.kind == "Delay":
         return jnp.zeros((max(e.opt("steps")) + 1,) + e.shape, dtype)
     return None
@@ -76,22 +80,30 @@ def _sum(values):
     return out
 
 
-def initial_state(schedule: Schedule, entries: tuple[str, ...], dtype) -> dict[str, Any]:
-    """Zero state for the given entries: neuron/delay state, and last outputs of back-edge sources."""
+def initial_state(schedule: Schedule, entries: tuple[str, ...], dtype, params=None, sem=None) -> dict[str, Any]:
+    """Initial state for the given entries: neuron/delay state (zero unless `sem.init` says otherwise, which
+    needs `params`), and last outputs of back-edge sources (zero)."""
     by = schedule._by_name
     back_sources = {src for n in entries for src, back in by[n].inputs if back}
-    return {"state": {n: init_entry(by[n], dtype) for n in entries if by[n].stateful},
+    return {"state": {n: init_entry(by[n], dtype, None if params is None else _p(params, by[n]), sem)
+                      for n in entries if by[n].stateful},
             "prev": {n: jnp.zeros(by[n].shape, dtype) for n in sorted(back_sources)}}
 
 
 def _advance(schedule: Schedule, entries, params, carry, external, sem, dt):
-    """One time step of `entries` (in order): returns the new carry and every entry's output."""
+    """One time step of `entries` (in order): returns the new carry and every entry's output.
+
+    With fire_timing="before-update" a spiking neuron's output is known from its state before the step: it
+    is emitted first, the neuron updates after the other entries, and a back edge from or to it carries this
+    step's value (the neuron's own one-step lag closes the cycle, as in spyx)."""
     by = schedule._by_name
-    out: dict[str, Any] = {}
     state = dict(carry["state"])
-    for n in entries:
+    early = {n for n in entries if sem.fire_timing == "before-update" and by[n].kind in K.SPIKING}
+    out: dict[str, Any] = {n: K.emission(state[n], sem, dt) for n in early}
+    for n in [n for n in entries if n not in early] + [n for n in entries if n in early]:
         e = by[n]
-        xs = [carry["prev"][src] if back else (out[src] if src in out else external[src]) for src, back in e.inputs]
+        xs = [carry["prev"][src] if back and src not in early and n not in early else
+              (out[src] if src in out else external[src]) for src, back in e.inputs]
         x = _sum(xs)
         if e.stateful:
             state[n], out[n] = step_entry(e, _p(params, e), state[n], x, sem, dt)
@@ -102,22 +114,29 @@ def _advance(schedule: Schedule, entries, params, carry, external, sem, dt):
 
 
 def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: frozenset[str] = frozenset()):
-    """Simulate over the time axis of `inputs` (name -> [T, *shape]); returns entry name -> [T, ...]."""
+    """Simulate over the time axis of `inputs` (name -> [T, *shape]); returns entry name -> [T, ...] for the
+    outputs, the entries later stages read, and the entries in `keep` (those asked for by record=)."""
     values: dict[str, Any] = dict(inputs)
-    dtype = next(iter(inputs.values())).dtype
+    # state in the promoted dtype of inputs and parameters (float32 input, float64 params: float64 carry)
+    dtype = jnp.result_type(*inputs.values(), *jax.tree_util.tree_leaves(params))
+    by = schedule._by_name
+    stage_of = {n: i for i, st in enumerate(schedule.stages) for n in st.entries}
+    needed = set(schedule.outputs) | {src for e in schedule.entries for src, _ in e.inputs
+                                      if stage_of.get(src) != stage_of.get(e.name)}
     for stage in schedule.stages:
-        by = schedule._by_name
         if stage.kind == "seq":
             e = by[stage.entries[0]]
             values[e.name] = apply_stateless(e, _p(params, e), _sum(values[s] for s, _ in e.inputs), sem, dt)
             continue
         members = set(stage.entries)
         external = sorted({s for n in stage.entries for s, _ in by[n].inputs if s not in members})
-        carry0 = initial_state(schedule, stage.entries, dtype)
+        carry0 = initial_state(schedule, stage.entries, dtype, params, sem)
 
-        def body(carry, xs_t, stage=stage):
+        emit = [n for n in stage.entries if n in keep or n in needed]
+
+        def body(carry, xs_t, stage=stage, emit=emit):
             carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt)
-            return carry, out
+            return carry, {n: out[n] for n in emit}  # only what later stages, outputs or record= read
 
         _, ys = jax.lax.scan(body, carry0, {s: values[s] for s in external})
         values.update(ys)

@@ -4,7 +4,8 @@ Fused Dense<neuron> nodes are split back into a dense entry and a neuron entry, 
 comes from outside its cycle is applied to the whole `[T, ...]` sequence at once (one large matmul
 instead of T small ones). Entries are grouped by strongly connected component, in topological order:
 a stateless entry outside every cycle is a "seq" stage; stateful entries and cycles are "scan" stages.
-`mode="per-step"` puts everything in one scan: the plain schedule the SCC one must reproduce.
+`mode="per-step"` puts everything in one scan: the plain schedule the others must reproduce;
+`mode="auto"` (the default on CPU) hoists only what is faster on whole sequences there (see `_stages`).
 """
 
 from __future__ import annotations
@@ -142,26 +143,63 @@ def build_schedule(graph: Graph, dt: float, mode: str = "scc") -> Schedule:
                     tuple(sorted(names.items())), tuple(sorted(lost.items())))
 
 
+# Stateless kinds "auto" applies to whole sequences on the CPU: windowed ops are far slower one step
+# at a time, and reshapes/elementwise ops right after them cost nothing. Dense layers stay in the scan:
+# on XLA:CPU T small matmuls inside the loop beat one large matmul over [T*B, n] (benchmarks/RESULTS.md).
+HOIST_HEAVY = frozenset({"Conv1d", "Conv2d", "SumPool2d", "AvgPool2d"})
+HOIST_FOLLOW = frozenset({"Flatten", "Scale", "Identity", "Threshold"})
+MODES = ("auto", "scc", "per-step")
+
+
 def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
+    """Hoisted ("seq") stages and scans, in dependency order.
+
+    An entry is hoisted when it is stateless, outside every cycle and chosen by the mode ("scc": all
+    such entries; "auto": HOIST_HEAVY, and HOIST_FOLLOW fed only by hoisted entries or inputs;
+    "per-step": none). The other entries are packed into as few scans as dependencies allow: an entry
+    joins scan k when everything it reads is computed in scan k or earlier, or by a hoisted entry that
+    runs before scan k.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown schedule mode {mode!r}; expected one of {', '.join(MODES)}")
     order = [n for n in entries if entries[n].kind != "Input"]
-    if mode == "per-step":
-        return (Stage("scan", tuple(order)),)
-    if mode != "scc":
-        raise ValueError(f"unknown schedule mode {mode!r}")
+    rank = {n: i for i, n in enumerate(order)}
     dg = nx.DiGraph()
     dg.add_nodes_from(order)
     dg.add_edges_from((src, n) for n in order for src, _ in entries[n].inputs if src in dg)
     cond = nx.condensation(dg)
-    rank = {n: i for i, n in enumerate(order)}
-    members = cond.graph["mapping"]
     groups: dict[int, list[str]] = {}
     for n in order:
-        groups.setdefault(members[n], []).append(n)
-    key = {c: min(rank[n] for n in groups[c]) for c in groups}
-    stages = []
-    for c in nx.lexicographical_topological_sort(cond, key=lambda c: key[c]):
+        groups.setdefault(cond.graph["mapping"][n], []).append(n)
+    hoisted: set[str] = set()
+    avail: dict[str, int] = {}  # hoisted entry -> number of scans that must run before it
+    scan_of: dict[str, int] = {}  # scanned entry -> its scan (1-based)
+    for c in nx.lexicographical_topological_sort(cond, key=lambda c: min(rank[n] for n in groups[c])):
         group = sorted(groups[c], key=rank.get)
         e = entries[group[0]]
-        cyclic = len(group) > 1 or any(src == e.name for src, _ in e.inputs)
-        stages.append(Stage("seq" if not cyclic and not e.stateful else "scan", tuple(group)))
+        srcs = [s for n in group for s, _ in entries[n].inputs if s not in group]
+        acyclic = len(group) == 1 and not any(s == e.name for s, _ in e.inputs)
+        if acyclic and not e.stateful and _hoist(e, mode, srcs, hoisted, entries):
+            hoisted.add(e.name)
+            avail[e.name] = max([scan_of.get(s, avail.get(s, 0)) for s in srcs], default=0)
+            continue
+        k = max([1] + [scan_of[s] if s in scan_of else avail.get(s, 0) + 1 for s in srcs])
+        for n in group:
+            scan_of[n] = k
+    stages = []
+    for k in range(0, max(scan_of.values(), default=0) + 1):
+        stages += [Stage("seq", (n,)) for n in order if n in hoisted and avail[n] == k]
+        scan = tuple(n for n in order if scan_of.get(n) == k + 1)
+        if scan:
+            stages.append(Stage("scan", scan))
     return tuple(stages)
+
+
+def _hoist(e: Entry, mode: str, srcs: list[str], hoisted: set[str], entries: dict[str, Entry]) -> bool:
+    if mode == "scc":
+        return True
+    if mode == "per-step":
+        return False
+    if e.kind in HOIST_HEAVY:
+        return True
+    return e.kind in HOIST_FOLLOW and all(s in hoisted or entries[s].kind == "Input" for s in srcs)
