@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from nircomp.errors import CompileError
+from nircomp.errors import CompileError, CompileWarning
 from nircomp.instruments import ChangeLog, PassRecord, VerifyEach
 from nircomp.ir import Graph
 from nircomp.load import load
@@ -27,7 +27,7 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     import dataclasses
 
     from nircomp.backends import BACKENDS, available_backends
-    from nircomp.semantics import Semantics, resolve_semantics
+    from nircomp.semantics import CONVENTION_DT, Semantics, resolve_semantics
 
     sem_fields = {f.name for f in dataclasses.fields(Semantics)}
     unknown = [k for k in options if k not in sem_fields]
@@ -35,6 +35,13 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
         raise CompileError(f"unknown compile option(s) {', '.join(unknown)}; step-solver options: "
                            f"{', '.join(sorted(sem_fields))}")
     semantics = resolve_semantics(convention, **options)
+    fixed_dt = CONVENTION_DT.get(convention)
+    if fixed_dt is not None and abs(dt - fixed_dt) > 1e-9 * fixed_dt:
+        import warnings
+
+        warnings.warn(f"convention={convention!r} reproduces {convention}'s NIR import, which always uses "
+                      f"dt={fixed_dt:g}; with dt={dt:g} the results differ from {convention}'s", CompileWarning,
+                      stacklevel=2)
     names = list(available_backends())
     if backend not in BACKENDS:
         raise CompileError(f"unknown backend {backend!r}; registered: {', '.join(names) or 'none'}")

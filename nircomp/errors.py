@@ -87,3 +87,7 @@ class CheckError(CompileError):
 
 class LoadWarning(UserWarning):
     """A file was repaired on load (the message names the node and the repair)."""
+
+
+class CompileWarning(UserWarning):
+    """A compile succeeded but a choice may not mean what the user expects (the message says why)."""

@@ -82,12 +82,21 @@ def _sum(values):
 
 def initial_state(schedule: Schedule, entries: tuple[str, ...], dtype, params=None, sem=None) -> dict[str, Any]:
     """Initial state for the given entries: neuron/delay state (zero unless `sem.init` says otherwise, which
-    needs `params`), and last outputs of back-edge sources (zero)."""
+    needs `params`), and the "previous" outputs of back-edge sources: what each source outputs before the
+    first step, when every state is zero (zero for neurons, the bias for an Affine)."""
     by = schedule._by_name
     back_sources = {src for n in entries for src, back in by[n].inputs if back}
+
+    def before_start(e):
+        zeros = jnp.zeros(e.shape, dtype)
+        if e.stateful or e.kind == "Threshold" or params is None:  # no spike before the start
+            return zeros
+        out = apply_stateless(e, _p(params, e), jnp.zeros(e.in_shape, dtype), sem, 1.0)
+        return jnp.broadcast_to(out, e.shape).astype(dtype)
+
     return {"state": {n: init_entry(by[n], dtype, None if params is None else _p(params, by[n]), sem)
                       for n in entries if by[n].stateful},
-            "prev": {n: jnp.zeros(by[n].shape, dtype) for n in sorted(back_sources)}}
+            "prev": {n: before_start(by[n]) for n in sorted(back_sources)}}
 
 
 def _advance(schedule: Schedule, entries, params, carry, external, sem, dt):

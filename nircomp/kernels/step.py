@@ -54,7 +54,7 @@ def spike(x, sem):
 
 def fire(p, v, sem, dt):
     """Spikes of membrane v and the membrane after reset: (v, z) with z of amplitude 1 (or 1/dt)."""
-    th, v_reset = p["v_threshold"], p.get("v_reset", 0.0)
+    th, v_reset = p["v_threshold"], _v_reset(p, sem)
     z = spike(v - th, sem)
     if sem.spike_count == "multi":
         unit = th - v_reset
@@ -66,8 +66,12 @@ def fire(p, v, sem, dt):
     return v, z
 
 
+def _v_reset(p, sem):
+    return p.get("v_reset", 0.0) if sem.honour_v_reset else 0.0
+
+
 def reset(v, z, p, sem):
-    th, v_reset = p["v_threshold"], p.get("v_reset", 0.0)
+    th, v_reset = p["v_threshold"], _v_reset(p, sem)
     if sem.reset == "value":
         return v - jnp.minimum(z, 1.0) * (v - v_reset)
     if sem.reset == "subtract":
@@ -97,11 +101,16 @@ def conv(p, x, stride, padding, dilation, groups):
     """PyTorch-convention cross-correlation (Conv1d/Conv2d), `padding` as ((lo, hi), ...) pairs."""
     nd = len(stride)
     flat, restore = _lead(x, nd + 1)
-    y = jax.lax.conv_general_dilated(flat, p["weight"].astype(flat.dtype), tuple(stride), tuple(padding),
-                                     rhs_dilation=tuple(dilation), feature_group_count=groups)
+    # XLA:CPU convolves channels-last much faster; the layout change is internal (in and out stay NC...).
+    spatial = "HW"[:nd] if nd <= 2 else "DHW"
+    lhs = jnp.moveaxis(flat, 1, -1)
+    rhs = jnp.moveaxis(p["weight"].astype(flat.dtype), (0, 1), (-1, -2))
+    y = jax.lax.conv_general_dilated(lhs, rhs, tuple(stride), tuple(padding), rhs_dilation=tuple(dilation),
+                                     feature_group_count=groups,
+                                     dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
     if "bias" in p:
-        y = y + p["bias"].reshape((-1,) + (1,) * nd)
-    return restore(y)
+        y = y + p["bias"]
+    return restore(jnp.moveaxis(y, -1, 1))
 
 
 def pool(x, kernel, stride, padding, average):
@@ -115,7 +124,10 @@ def pool(x, kernel, stride, padding, average):
     return restore(y)
 
 
-def flatten(x, in_shape, out_shape):
+def flatten(x, in_shape, out_shape, order="channels-first"):
+    """Reshape the trailing in_shape to out_shape; "channels-last" flattens a [C, H, W] input as [H, W, C]."""
+    if order == "channels-last" and len(in_shape) == 3 and len(out_shape) == 1:
+        x = jnp.moveaxis(x, -3, -1)
     lead = x.shape[: x.ndim - len(in_shape)]
     return x.reshape(lead + tuple(out_shape))
 
@@ -125,12 +137,27 @@ def threshold(p, x, sem, dt):
 
 
 # ----------------------------------------------------------------------------- neuron kernels
-def _r(p, sem):
-    return p["r"] if sem.honour_r else 1.0
+def _r(p, sem, kind):
+    """r, or 1 where it is ignored (honour_r: True, False, or the tuple of kinds that honour it)."""
+    honour = sem.honour_r if isinstance(sem.honour_r, bool) else kind in sem.honour_r
+    return p["r"] if honour else 1.0
 
 
 def _leak(p, sem):
     return p["v_leak"] if sem.honour_v_leak else 0.0
+
+
+def _syn_leak(p, sem):
+    """What the synaptic current relaxes to without input: 0 (NIR) or v_leak (syn_leak="v_leak")."""
+    return _leak(p, sem) if sem.syn_leak == "v_leak" else 0.0
+
+
+def rest_state(p, sem):
+    """Initial (membrane, synaptic current) of leaky neurons: zero, or with init="v_leak" the membrane at
+    v_leak and the current at its own leak target."""
+    if sem.init == "v_leak":
+        return _leak(p, sem), _syn_leak(p, sem)
+    return 0.0, 0.0
 
 
 def _relax(v, target, tau, sem, dt):
@@ -149,39 +176,60 @@ def _drive(v, u, tau, p, sem, dt):
 
 def integrator_step(p, v, x, sem, dt):
     """I: v += r x (an input spike is a unit charge)."""
-    v = v + _r(p, sem) * x
+    v = v + _r(p, sem, "I") * x
     return v, v
+
+
+def _late_reset(v, z_prev, p, sem, kind, after_leak):
+    """The reset of the previous step's spike (reset_timing="next-step"), before the step's leak and input
+    or, for the kinds in reset_after_leak, after them (so the leak does not decay it)."""
+    if sem.reset_timing == "next-step" and (kind in sem.reset_after_leak) == after_leak:
+        return reset(v, z_prev, p, sem)
+    return v
+
+
+SPIKING = ("IF", "LIF", "CubaLIF")
+
+
+def emission(state, sem, dt):
+    """What a spiking neuron with fire_timing="before-update" emits this step, known from its state alone."""
+    return state[-1] * _amp(sem, dt)
+
+
+def _emit(z, z_prev, sem, dt):
+    """The spike a neuron emits this step: this step's, or the previous one's (fire_timing="before-update")."""
+    return (z_prev if sem.fire_timing == "before-update" else z) * _amp(sem, dt)
 
 
 def if_step(p, state, x, sem, dt):
     v, z_prev = state
-    if sem.reset_timing == "next-step":
-        v = reset(v, z_prev, p, sem)
-    v = v + _r(p, sem) * x
+    v = _late_reset(v, z_prev, p, sem, "IF", after_leak=False)
+    v = v + _r(p, sem, "IF") * x
+    v = _late_reset(v, z_prev, p, sem, "IF", after_leak=True)
     v, z = fire(p, v, sem, dt)
-    return (v, z), z * _amp(sem, dt)
+    return (v, z), _emit(z, z_prev, sem, dt)
 
 
 def li_step(p, v, x, sem, dt):
-    v = _drive(v, _r(p, sem) * x, p["tau"], p, sem, dt)
+    v = _drive(v, _r(p, sem, "LI") * x, p["tau"], p, sem, dt)
     return v, v
 
 
 def lif_step(p, state, x, sem, dt):
     v, z_prev = state
-    if sem.reset_timing == "next-step":
-        v = reset(v, z_prev, p, sem)
-    v = _drive(v, _r(p, sem) * x, p["tau"], p, sem, dt)
+    v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=False)
+    v = _drive(v, _r(p, sem, "LIF") * x, p["tau"], p, sem, dt)
+    v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
-    return (v, z), z * _amp(sem, dt)
+    return (v, z), _emit(z, z_prev, sem, dt)
 
 
-def _cuba(p, i, v, x, sem, dt):
+def _cuba(p, i, v, x, sem, dt, kind):
     """Synaptic current and membrane of CubaLI/CubaLIF over one step."""
     w_in = p["w_in"] if sem.honour_w_in else 1.0
-    tau_syn, tau_mem, r = p["tau_syn"], p["tau_mem"], _r(p, sem)
+    tau_syn, tau_mem, r = p["tau_syn"], p["tau_mem"], _r(p, sem, kind)
     if sem.method == "exact" and sem.input_scale == "dt/tau":
-        i_inf = w_in * x
+        i_inf = w_in * x + _syn_leak(p, sem)
         v_inf = _leak(p, sem) + r * i_inf
         a_s, a_m = jnp.exp(-dt / tau_syn), jnp.exp(-dt / tau_mem)
         d = i - i_inf
@@ -193,25 +241,25 @@ def _cuba(p, i, v, x, sem, dt):
         else:
             v_new = v_inf + (v - v_inf) * a_m + r * d * coupling
         return i_inf + d * a_s, v_new
-    i_new = _relax(i, w_in * x, tau_syn, sem, dt) if sem.input_scale == "dt/tau" else \
-        _relax(i, 0.0, tau_syn, sem, dt) + w_in * x
+    i_new = _relax(i, w_in * x + _syn_leak(p, sem), tau_syn, sem, dt) if sem.input_scale == "dt/tau" else \
+        _relax(i, _syn_leak(p, sem), tau_syn, sem, dt) + w_in * x
     drive = i if sem.cuba_order == "voltage-first" else i_new
     return i_new, _drive(v, r * drive, tau_mem, p, sem, dt)
 
 
 def cubali_step(p, state, x, sem, dt):
     i, v = state
-    i, v = _cuba(p, i, v, x, sem, dt)
+    i, v = _cuba(p, i, v, x, sem, dt, "CubaLI")
     return (i, v), v
 
 
 def cubalif_step(p, state, x, sem, dt):
     i, v, z_prev = state
-    if sem.reset_timing == "next-step":
-        v = reset(v, z_prev, p, sem)
-    i, v = _cuba(p, i, v, x, sem, dt)
+    v = _late_reset(v, z_prev, p, sem, "CubaLIF", after_leak=False)
+    i, v = _cuba(p, i, v, x, sem, dt, "CubaLIF")
+    v = _late_reset(v, z_prev, p, sem, "CubaLIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
-    return (i, v, z), z * _amp(sem, dt)
+    return (i, v, z), _emit(z, z_prev, sem, dt)
 
 
 def delay_step(steps, buf, x):
