@@ -79,29 +79,22 @@ def _expect(in_shape: Shape | None, declared: Shape, what: str) -> Shape:
     return declared
 
 
-def _elementwise(param: str) -> Callable[[Params, Shape | None], tuple[Shape, Shape]]:
-    def rule(params: Params, in_shape: Shape | None) -> tuple[Shape, Shape]:
-        declared = tuple(np.shape(params[param]))
-        shape = _expect(in_shape, declared, f"the shape of {param}")
+def _elementwise(*names: str) -> Callable[[Params, Shape | None], tuple[Shape | None, Shape | None]]:
+    """Input and output have the shape of the per-neuron parameters `names` (which must agree). A 0-d
+    (scalar) parameter applies to every neuron, as real exports write for default-valued cells; when
+    all are scalars the shape comes from the input."""
+
+    def rule(params: Params, in_shape: Shape | None) -> tuple[Shape | None, Shape | None]:
+        shapes = {n: tuple(np.shape(params[n])) for n in names if n in params}
+        arrays = {n: s for n, s in shapes.items() if s != ()}
+        if len(set(arrays.values())) > 1:
+            detail = ", ".join(f"{n}{list(s)}" for n, s in shapes.items())
+            raise ShapeError(f"per-neuron parameters differ in shape: {detail}")
+        if not arrays:
+            return in_shape, in_shape
+        first, declared = next(iter(arrays.items()))
+        shape = _expect(in_shape, declared, f"the shape of {first}")
         return shape, shape
-
-    rule.__doc__ = f"input and output have the shape of `{param}`"
-    return rule
-
-
-def _check_same_shapes(params: Params, names: tuple[str, ...]) -> None:
-    shapes = {n: tuple(np.shape(params[n])) for n in names if n in params}
-    if len(set(shapes.values())) > 1:
-        detail = ", ".join(f"{n}{list(s)}" for n, s in shapes.items())
-        raise ShapeError(f"per-neuron parameters differ in shape: {detail}")
-
-
-def _neuron(first: str, names: tuple[str, ...]):
-    base = _elementwise(first)
-
-    def rule(params: Params, in_shape: Shape | None):
-        _check_same_shapes(params, names)
-        return base(params, in_shape)
 
     return rule
 
@@ -274,22 +267,22 @@ register_kind(OpKind("Threshold", ("threshold",), shape=_elementwise("threshold"
 register_kind(OpKind("I", ("r",), shape=_elementwise("r"), stateful=True, elementwise=("r",),
                      doc="integrator: dv/dt = r I"))
 register_kind(OpKind("IF", ("r", "v_threshold"), {"v_reset": _zeros_like("v_threshold")},
-                     shape=_neuron("r", ("r", "v_threshold", "v_reset")), stateful=True,
+                     shape=_elementwise("r", "v_threshold", "v_reset"), stateful=True,
                      elementwise=("r", "v_threshold", "v_reset"), doc="integrate-and-fire"))
-register_kind(OpKind("LI", ("tau", "r", "v_leak"), shape=_neuron("tau", ("tau", "r", "v_leak")),
+register_kind(OpKind("LI", ("tau", "r", "v_leak"), shape=_elementwise("tau", "r", "v_leak"),
                      stateful=True, time_params=("tau",), elementwise=("tau", "r", "v_leak"),
                      doc="leaky integrator"))
 register_kind(OpKind("LIF", ("tau", "r", "v_leak", "v_threshold"), {"v_reset": _zeros_like("v_threshold")},
-                     shape=_neuron("tau", _LIF), stateful=True, time_params=("tau",), elementwise=_LIF,
+                     shape=_elementwise(*_LIF), stateful=True, time_params=("tau",), elementwise=_LIF,
                      doc="leaky integrate-and-fire"))
 register_kind(OpKind("CubaLI", ("tau_syn", "tau_mem", "r", "v_leak"), {"w_in": _ones_like("v_leak")},
-                     shape=_neuron("tau_mem", ("tau_syn", "tau_mem", "r", "v_leak", "w_in")), stateful=True,
+                     shape=_elementwise("tau_syn", "tau_mem", "r", "v_leak", "w_in"), stateful=True,
                      time_params=("tau_syn", "tau_mem"),
                      elementwise=("tau_syn", "tau_mem", "r", "v_leak", "w_in"),
                      doc="current-based leaky integrator"))
 register_kind(OpKind("CubaLIF", ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold"),
                      {"v_reset": _zeros_like("v_threshold"), "w_in": _ones_like("v_threshold")},
-                     shape=_neuron("tau_mem", _CUBA), stateful=True, time_params=("tau_syn", "tau_mem"),
+                     shape=_elementwise(*_CUBA), stateful=True, time_params=("tau_syn", "tau_mem"),
                      elementwise=_CUBA, doc="current-based leaky integrate-and-fire"))
 
 NIR_KINDS: tuple[str, ...] = tuple(KINDS)

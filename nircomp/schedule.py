@@ -95,6 +95,7 @@ def _static(op, dt: float, name: str) -> tuple[tuple[str, object], ...]:
             raise CompileError(f"Delay of {float(np.asarray(p['delay']).reshape(-1)[np.argmax(bad.reshape(-1))])} "
                                f"is not a multiple of dt={dt} (within 1e-6 relative); the step solver would have "
                                "to round it", nodes=[name], hint="choose dt dividing every delay")
+        steps = np.broadcast_to(steps, op.output_shape or steps.shape)  # a scalar delay applies to every neuron
         return (("steps", tuple(int(s) for s in steps.reshape(-1))),)
     return ()
 
@@ -130,11 +131,13 @@ def build_schedule(graph: Graph, dt: float, mode: str = "scc") -> Schedule:
         else:
             entries[name] = Entry(name, op.kind, name, _param_names(op, "all"), inputs, op.input_shape or (),
                                   op.output_shape or (), _static(op, dt, name))
-        if op.origin:
-            names[op.origin[-1]] = name
+        if op.origin:  # the origins say which NIR names the node answers to (not its own name: an Affine
+            names[op.origin[-1]] = name  # `fc` that absorbed a Scale `s` outputs s's value, fc's is lost)
             for o in op.origin[: -2 if op.kind in FUSED_KINDS else -1]:
-                lost[o] = f"its op was folded into '{name}' by canonicalize"
-        names.setdefault(name, name)
+                others = ", ".join(f"'{x}'" for x in op.origin if x != o)
+                lost[o] = f"canonicalize folded it with {others} into node '{name}'; its own output no longer exists"
+        else:
+            names.setdefault(name, name)
     for n in list(lost):
         if n in names:
             del lost[n]
