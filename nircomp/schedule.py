@@ -190,7 +190,7 @@ def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
         for n in group:
             scan_of[n] = k
     stages = []
-    for k in range(0, max(scan_of.values(), default=0) + 1):
+    for k in range(max(scan_of.values(), default=0) + 1):
         stages += [Stage("seq", (n,)) for n in order if n in hoisted and avail[n] == k]
         scan = tuple(n for n in order if scan_of.get(n) == k + 1)
         if scan:

@@ -73,7 +73,8 @@ def _v_reset(p, sem):
 def reset(v, z, p, sem):
     th, v_reset = p["v_threshold"], _v_reset(p, sem)
     if sem.reset == "value":
-        return v - jnp.minimum(z, 1.0) * (v - v_reset)
+        # at most one reset per step; not jnp.minimum(z, 1), whose derivative at the tie z = 1 is 1/2
+        return v - jnp.where(z > 1.0, 1.0, z) * (v - v_reset)
     if sem.reset == "subtract":
         return v - z * (th - v_reset)
     return v
@@ -233,9 +234,12 @@ def _cuba(p, i, v, x, sem, dt, kind):
         v_inf = _leak(p, sem) + r * i_inf
         a_s, a_m = jnp.exp(-dt / tau_syn), jnp.exp(-dt / tau_mem)
         d = i - i_inf
-        same = jnp.abs(tau_syn - tau_mem) <= 1e-12 * tau_mem
-        safe = jnp.where(same, 1.0, tau_syn - tau_mem)
-        coupling = jnp.where(same, dt / tau_mem * a_m, tau_syn / safe * (a_s - a_m))
+        # coupling = tau_syn / (tau_syn - tau_mem) * (a_s - a_m) = dt/tau_mem * a_m * expm1(e) / e with
+        # e = dt/tau_mem - dt/tau_syn: no cancellation when the time constants are (nearly) equal
+        e = dt / tau_mem - dt / tau_syn
+        small = jnp.abs(e) < 1e-4
+        safe = jnp.where(small, 1.0, e)
+        coupling = dt / tau_mem * a_m * jnp.where(small, 1.0 + e / 2 + e * e / 6, jnp.expm1(safe) / safe)
         if sem.cuba_order == "voltage-first":  # the membrane sees the current held from the previous step
             v_new = _relax(v, _leak(p, sem) + r * i, tau_mem, sem, dt)
         else:

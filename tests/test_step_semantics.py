@@ -1,0 +1,296 @@
+"""The step solver's schedule, API and discretisation options, each against an independent reference.
+
+References: the plain per-step schedule (everything in one scan) for the SCC schedule; numpy loops of
+DESIGN §4's update rules for whole networks; the definitions of the recorded ops; hand calculations for
+recurrence and for every option (reset, threshold, spike amplitude, multi-spike, CubaLIF update order).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import nir
+import numpy as np
+import pytest
+from graphs import ALL_GRAPHS, DT, chain, cubali, if_, li, lif, sample_input, x64  # noqa: F401 (the fixture, used by name)
+
+import nircomp
+from nircomp.errors import CompileError
+
+SPIKING = (nir.IF, nir.LIF, nir.CubaLIF, nir.Threshold)
+
+
+def compile_(graph, **options):
+    return nircomp.compile(graph, dt=options.pop("dt", DT), solver="step", **options)
+
+
+def run(graph, x, **options):
+    return np.asarray(compile_(graph, **options).model(jnp.asarray(x)))
+
+
+def _f(x):
+    return np.asarray(x, dtype=np.float32)
+
+
+def spiking_names(graph: nir.NIRGraph, prefix: str = "") -> list[str]:
+    """Dotted names of the spiking nodes of a (nested) NIR graph."""
+    names = []
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            names += spiking_names(node, f"{prefix}{name}.")
+        elif isinstance(node, SPIKING):
+            names.append(prefix + name)
+    return names
+
+
+# ----------------------------------------------------------------------------- numpy references (DESIGN §4)
+def ref_lif(x, p, dt=DT):
+    """LIF, Euler: v += dt/tau (v_leak - v + r x); z = v > th; v = v_reset where z."""
+    v, out = np.zeros(x.shape[1:]), []
+    for xt in x:
+        v = v + dt / p.tau * (p.v_leak - v + p.r * xt)
+        z = v > p.v_threshold
+        v = np.where(z, p.v_reset, v)
+        out.append(z)
+    return np.array(out, dtype=np.float64)
+
+
+def ref_cubalif(x, p, dt=DT):
+    """CubaLIF, Euler, current first: I += dt/ts (-I + w_in x); v += dt/tm (v_leak - v + r I); fire, reset."""
+    i, v, out = np.zeros(x.shape[1:]), np.zeros(x.shape[1:]), []
+    for xt in x:
+        i = i + dt / p.tau_syn * (-i + p.w_in * xt)
+        v = v + dt / p.tau_mem * (p.v_leak - v + p.r * i)
+        z = v > p.v_threshold
+        v = np.where(z, p.v_reset, v)
+        out.append(z)
+    return np.array(out, dtype=np.float64)
+
+
+def ref_li(x, p, dt=DT):
+    v, out = np.zeros(x.shape[1:]), []
+    for xt in x:
+        v = v + dt / p.tau * (p.v_leak - v + p.r * xt)
+        out.append(v)
+    return np.array(out)
+
+
+# ----------------------------------------------------------------------------- schedule
+@pytest.mark.parametrize("name", ALL_GRAPHS)
+def test_scc_schedule_matches_per_step(name):
+    """The SCC schedule (stateless ops on whole sequences, scans per component) reproduces the plain
+    per-step schedule on every test graph: identical spikes at every spiking node, every recorded node
+    and output allclose."""
+    g = ALL_GRAPHS[name]()
+    x = sample_input(g, 40)
+    scc, per_step = compile_(g).model, compile_(g, schedule="per-step").model
+    assert len(per_step.schedule.stages) == 1
+    names = sorted(dict(scc.schedule.names))
+    runs = [eqx.filter_jit(lambda m, x: m(x, record=names))(m, x) for m in (scc, per_step)]
+    (y1, rec1), (y2, rec2) = runs
+    for key in names:
+        if key in spiking_names(g):
+            np.testing.assert_array_equal(rec1[key], rec2[key], err_msg=key)
+        np.testing.assert_allclose(rec1[key], rec2[key], rtol=1e-6, atol=1e-6, err_msg=key)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), y1, y2)
+    assert sum(float(np.abs(rec1[k]).sum()) for k in spiking_names(g)) > 0 or not spiking_names(g)
+
+
+# ----------------------------------------------------------------------------- API
+def test_jit_and_vmap():
+    """filter_jit and jax.jit of a lambda give the eager result; jax.vmap over a batch equals running
+    each sample on its own."""
+    g = ALL_GRAPHS["recurrent"]()
+    model = compile_(g).model
+    xb = jnp.stack([jnp.asarray(sample_input(g, 20, seed=s)) for s in range(3)])
+    eager = np.stack([np.asarray(model(x)) for x in xb])
+    np.testing.assert_allclose(eqx.filter_jit(model)(xb[0]), eager[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda m, x: m(x))(model, xb[1]), eager[1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(eqx.filter_jit(jax.vmap(model))(xb), eager, rtol=1e-6, atol=1e-6)
+
+
+def test_record_fused_names_and_subgraph_names():
+    """record= takes NIR names: in a fused Affine+LIF the Affine's name gives W x + b and the LIF's name
+    its spikes (which equal the numpy LIF of that drive); inside a nested graph `sub.w_rec` records the
+    recurrent Linear, which is W_rec times the recorded `sub.lif` spikes."""
+    g = ALL_GRAPHS["affine_lif"]()
+    prog = compile_(g)
+    assert "fc" not in prog.ir.nx  # fused into `lif`
+    x = sample_input(g, 30)
+    y, rec = prog.model(x, record=["fc", "lif", "in"])
+    drive = x @ g.nodes["fc"].weight.T + g.nodes["fc"].bias
+    np.testing.assert_allclose(rec["fc"], drive, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(rec["in"], x)
+    np.testing.assert_array_equal(rec["lif"], y)
+    np.testing.assert_array_equal(y, ref_lif(drive.astype(np.float64), g.nodes["lif"]))
+    assert y.sum() > 0
+
+    g = ALL_GRAPHS["nested"]()
+    _, rec = compile_(g).model(sample_input(g, 30), record=["sub.lif", "sub.w_rec"])
+    w = g.nodes["sub"].nodes["w_rec"].weight
+    assert rec["sub.lif"].sum() > 0
+    np.testing.assert_allclose(rec["sub.w_rec"], rec["sub.lif"] @ w.T, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("then_lif", [True, False])
+def test_record_name_folded_by_canonicalize(then_lif):
+    """Affine `fc` -> Scale `s` (-> LIF): canonicalize folds s into fc, so fc's own output no longer exists:
+    recording it is a CompileError saying so, whether or not the result is then fused with the LIF (the
+    unfused node keeps the name `fc` but outputs s's value); `s` gives s * (W x + b)."""
+    rng = np.random.default_rng(0)
+    w, b, s = _f(rng.normal(size=(2, 3))), _f([0.1, -0.2]), _f([2.0, -0.5])
+    tail = [("lif", lif(2))] if then_lif else []
+    model = compile_(chain(3, ("fc", nir.Affine(w, b)), ("s", nir.Scale(s)), *tail, out_shape=2)).model
+    x = sample_input(chain(3), 10)
+    with pytest.raises(CompileError, match="'fc'.*folded"):
+        model(x, record=["fc"])
+    with pytest.raises(CompileError, match="unknown node 'nope'"):
+        model(x, record=["nope"])
+    _, rec = model(x, record=["s"])
+    np.testing.assert_allclose(rec["s"], s * (x @ w.T + b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["recurrent", "delay_loop", "stateless_cycle", "two_io", "conv1d_net"])
+def test_single_step_api_equals_full_run(name):
+    """init_state() and step(state, x_t) repeated T times give the full run's outputs."""
+    g = ALL_GRAPHS[name]()
+    model = compile_(g).model
+    x = sample_input(g, 15)
+    step = eqx.filter_jit(lambda m, s, xt: m.step(s, xt))
+    state, ys = model.init_state(), []
+    for t in range(15):
+        state, yt = step(model, state, jax.tree_util.tree_map(lambda a, t=t: a[t], x))
+        ys.append(yt)
+    stepped = jax.tree_util.tree_map(lambda *a: np.stack(a), *ys)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stepped, model(x))
+
+
+def test_two_inputs_two_outputs_as_dicts():
+    """Several Inputs/Outputs are dicts keyed by NIR name: yb is the LI of xb alone, ya the LIF of the
+    summed drives of xa and xb (numpy references); vmap works over dicts; a bare array or a missing key
+    is a CompileError."""
+    g = ALL_GRAPHS["two_io"]()
+    model = compile_(g).model
+    x = sample_input(g, 30)
+    y = model(x)
+    assert set(y) == {"ya", "yb"}
+    np.testing.assert_allclose(y["yb"], ref_li(x["xb"].astype(np.float64), g.nodes["li"]), rtol=1e-5, atol=1e-6)
+    fa, fb = g.nodes["fa"], g.nodes["fb"]
+    drive = x["xa"] @ fa.weight.T + fa.bias + x["xb"] @ fb.weight.T
+    np.testing.assert_array_equal(y["ya"], ref_lif(drive.astype(np.float64), g.nodes["lif"]))
+    assert y["ya"].sum() > 0
+    yb = jax.vmap(model)({k: np.stack([v, v[::-1]]) for k, v in x.items()})
+    np.testing.assert_allclose(yb["yb"][0], y["yb"], rtol=1e-6)
+    with pytest.raises(CompileError, match="pass a dict"):
+        model(x["xa"])
+    with pytest.raises(CompileError, match="missing input"):
+        model({"xa": x["xa"]})
+
+
+def test_wrong_input_shape_is_compile_error():
+    """An input whose shape is not [T, *input_shape] is a CompileError naming the expected shape; a batch
+    axis gets the hint to use jax.vmap."""
+    model = compile_(ALL_GRAPHS["affine_lif"]()).model
+    with pytest.raises(CompileError, match=r"expected \[T, 3\]"):
+        model(np.zeros((5, 4), np.float32))
+    with pytest.raises(CompileError, match="jax.vmap"):
+        model(np.zeros((2, 5, 3), np.float32))
+
+
+def test_back_edge_delays_one_step():
+    """Cycles see the previous step's value. I (r=1) with feedback I -> Scale 0.5 -> I, x = 1, 0, 0:
+    v = 1, 1 + 0.5 * 1 = 1.5, 1.5 + 0.5 * 1.5 = 2.25. Stateless: Linear(1) with feedback Scale 0.5,
+    x = 1, 2, 3: y = 1, 2 + 0.5 = 2.5, 3 + 1.25 = 4.25."""
+    g = chain(1, ("int", nir.I(_f([1.0]))), edges=[("int", "fb"), ("fb", "int")])
+    g.nodes["fb"] = nir.Scale(_f([0.5]))
+    np.testing.assert_allclose(run(g, _f([[1], [0], [0]]))[:, 0], [1.0, 1.5, 2.25], rtol=1e-6)
+    g = chain(1, ("a", nir.Linear(_f([[1.0]]))), edges=[("a", "fb"), ("fb", "a")])
+    g.nodes["fb"] = nir.Scale(_f([0.5]))
+    np.testing.assert_allclose(run(g, _f([[1], [2], [3]]))[:, 0], [1.0, 2.5, 4.25], rtol=1e-6)
+
+
+@pytest.mark.usefixtures("x64")
+def test_heterogeneous_parameters_honoured():
+    """Per-neuron tau, r, v_leak, v_threshold, v_reset (LIF) and tau_syn, tau_mem, w_in, ... (CubaLIF) that
+    all differ give exactly the spikes of the numpy reference (float64 both sides)."""
+    g = ALL_GRAPHS["heterogeneous"]()
+    x = sample_input(g, 80).astype(np.float64) * 2
+    y, rec = compile_(g, dtype=jnp.float64).model(jnp.asarray(x), record=["lif1"])
+    z1 = ref_lif(x @ g.nodes["fc1"].weight.T, g.nodes["lif1"])
+    z2 = ref_cubalif(z1 @ g.nodes["fc2"].weight.T + g.nodes["fc2"].bias, g.nodes["lif2"])
+    np.testing.assert_array_equal(rec["lif1"], z1)
+    np.testing.assert_array_equal(y, z2)
+    assert len({tuple(c) for c in z1.T}) > 2 and z2.sum() > 0
+
+
+def test_w_in_and_r_honoured():
+    """CubaLI with v_leak = 0 is linear in r * w_in: neurons (w_in, r) = (2, 1) and (1, 2) respond alike,
+    at twice the response of (1, 1); honour_w_in=False takes w_in as 1."""
+    n = nir.CubaLI(tau_syn=_f([2e-3] * 3), tau_mem=_f([5e-3] * 3), r=_f([1, 2, 1]), v_leak=_f([0] * 3),
+                   w_in=_f([2, 1, 1]))
+    x = np.zeros((10, 3), np.float32)
+    x[0] = 1
+    y = run(chain(3, ("li", n)), x)
+    assert y[:, 2].max() > 0
+    np.testing.assert_allclose(y[:, 0], 2 * y[:, 2], rtol=1e-6)
+    np.testing.assert_allclose(y[:, 1], 2 * y[:, 2], rtol=1e-6)
+    y = run(chain(3, ("li", n)), x, honour_w_in=False)
+    np.testing.assert_allclose(y[:, 0], y[:, 2], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- options
+def test_reset_subtract():
+    """IF with reset="subtract", constant input c = 0.37, th = 1: v keeps the excess, so after n steps
+    floor(0.37 n) spikes (22 in 60 steps), one at each step where floor(0.37 (n+1)) grows."""
+    y = run(chain(1, ("if", if_(1, thr=1.0))), np.full((60, 1), 0.37, np.float32), reset="subtract")[:, 0]
+    n = np.arange(61)
+    np.testing.assert_array_equal(y, np.diff(np.floor(0.37 * n)))
+    assert y.sum() == 22
+
+
+def test_threshold_ge():
+    """threshold="ge": IF with c = 0.25, th = 1 (exact in binary) spikes when 4 c = 1 >= 1, every 4 steps
+    (every 5 under the default "gt"); a Threshold node fires at equality."""
+    x = np.full((20, 1), 0.25, np.float32)
+    g = chain(1, ("if", if_(1, thr=1.0)))
+    np.testing.assert_array_equal(np.flatnonzero(run(g, x, threshold="ge")[:, 0]), [3, 7, 11, 15, 19])
+    np.testing.assert_array_equal(np.flatnonzero(run(g, x)[:, 0]), [4, 9, 14, 19])
+    t = chain(2, ("t", nir.Threshold(_f([0.5, 0.5]))))
+    np.testing.assert_array_equal(run(t, _f([[0.5, 0.4]]), threshold="ge"), [[1.0, 0.0]])
+
+
+def test_spike_dirac_amplitude():
+    """spike="dirac": spikes have amplitude 1/dt. IF (th 0.5) spikes at t=0 with value 1000; through
+    Linear(1) into LI (tau = 10 dt) the membrane jumps by dt/tau * 1000 = 100 and decays as 0.9^n."""
+    g = chain(1, ("if", if_(1, thr=0.5)), ("fc", nir.Linear(_f([[1.0]]))), ("li", li(1, tau=1e-2)))
+    x = np.zeros((6, 1), np.float32)
+    x[0] = 1.0
+    y, rec = compile_(g, spike="dirac").model(x, record=["if"])
+    np.testing.assert_allclose(rec["if"][:, 0], [1000, 0, 0, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(y[:, 0], 100 * 0.9 ** np.arange(6), rtol=1e-5)
+
+
+def test_spike_count_multi():
+    """spike_count="multi" with reset="subtract" (sinabs): floor(v / th) spikes per step, each subtracting
+    th. th = 1, x = 2.5, 2.7, 0.7, 0.2, 0: v = 2.5 -> 2 spikes (0.5 left); 3.2 -> 3 (0.2); 0.9 -> 0;
+    1.1 -> 1 (0.1); 0.1 -> 0. Single spikes: one per step while v > 1 (v = 2.5, 4.2, 3.9, 3.1, 2.1)."""
+    g = chain(1, ("if", if_(1, thr=1.0)))
+    x = _f([[2.5], [2.7], [0.7], [0.2], [0.0]])
+    np.testing.assert_array_equal(run(g, x, reset="subtract", spike_count="multi")[:, 0], [2, 3, 0, 1, 0])
+    np.testing.assert_array_equal(run(g, x, reset="subtract")[:, 0], [1, 1, 1, 1, 1])
+
+
+def test_cuba_order_voltage_first():
+    """CubaLI after a pulse (ts = 2 dt, tm = 5 dt): I = 0.5, 0.25, ...; current-first (default)
+    v = 0.2 * 0.5 = 0.1, then 0.8 * 0.1 + 0.2 * 0.25 = 0.13; voltage-first (and convention "nir-explicit")
+    drives v with the previous step's current: v = 0, 0.1, 0.13, i.e. one step later."""
+    g = chain(1, ("li", cubali(1, tau_syn=2e-3, tau_mem=5e-3)))
+    x = np.zeros((8, 1), np.float32)
+    x[0] = 1
+    first = run(g, x)[:, 0]
+    np.testing.assert_allclose(first[:2], [0.1, 0.13], rtol=1e-6)
+    later = run(g, x, cuba_order="voltage-first")[:, 0]
+    np.testing.assert_allclose(later[:3], [0.0, 0.1, 0.13], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(later[1:], first[:-1], rtol=1e-6)
+    np.testing.assert_allclose(run(g, x, convention="nir-explicit")[:, 0], later, rtol=1e-6)
