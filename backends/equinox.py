@@ -18,7 +18,7 @@ import numpy as np
 from nircomp.backends import Capabilities, register_backend
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
-from nircomp.ops import KINDS
+from nircomp.ops import KINDS, STRUCTURAL_PARAMS
 from nircomp.runner import _advance, initial_state, run
 from nircomp.schedule import Schedule, build_schedule
 from nircomp.semantics import Semantics
@@ -117,8 +117,7 @@ class EquinoxBackend:
         params = {}
         for name, op in graph.ops():
             floats = {k: jnp.asarray(np.asarray(v), dtype=dtype) for k, v in op.params.items()
-                      if not isinstance(v, str) and np.asarray(v).dtype.kind == "f"
-                      and k not in ("shape", "delay")}
+                      if k not in STRUCTURAL_PARAMS and not isinstance(v, str)}
             if floats:
                 params[name] = floats
         return StepModel(params, schedule, options["semantics"], dt)

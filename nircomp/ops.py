@@ -49,6 +49,12 @@ class OpKind:
 
 KINDS: dict[str, OpKind] = {}
 
+# Parameters that describe structure (shapes, windows, dims) rather than values a solver computes with;
+# every other numeric parameter is a value (weights, time constants, thresholds), whatever its dtype in
+# the file (an integer v_threshold=1 is a value).
+STRUCTURAL_PARAMS = frozenset({"shape", "stride", "padding", "dilation", "groups", "kernel_size", "start_dim",
+                               "end_dim", "input_shape", "input_type", "delay"})
+
 
 def register_kind(kind: OpKind) -> OpKind:
     if kind.name in KINDS:

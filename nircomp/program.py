@@ -22,14 +22,15 @@ class Program:
 
     def ir_with_params(self, model: Any = None) -> Graph:
         """A copy of the IR carrying the (trained) parameters of `model` (default: this program's), each cast
-        back to the dtype it had in the IR. Save it with `nircomp.save` to write a trained graph to NIR."""
+        back to the dtype it had in the IR (an integer parameter stays integer only while its values are
+        integers). Save it with `nircomp.save` to write a trained graph to NIR."""
         import numpy as np
 
         model = self.model if model is None else model
         graph = self.ir.copy()
         for name, params in model.params.items():
             op = graph.op(name)
-            new = {k: np.asarray(v).astype(np.asarray(op.params[k]).dtype) for k, v in params.items()}
+            new = {k: _cast_back(np.asarray(v), np.asarray(op.params[k]).dtype) for k, v in params.items()}
             graph.set_op(name, op.replace(params={**op.params, **new}))
         return graph
 
@@ -45,3 +46,12 @@ class Program:
         if schedule is not None:
             text += "\n// schedule:\n" + "\n".join(f"//   {s.kind:<4} {', '.join(s.entries)}" for s in schedule.stages)
         return text
+
+
+def _cast_back(value, dtype):
+    """`value` in `dtype`, unless that would change it (a trained integer threshold stays float64)."""
+    import numpy as np
+
+    if dtype.kind == "f" or np.array_equal(value, value.astype(dtype)):
+        return value.astype(dtype)
+    return value.astype(np.float64)

@@ -17,7 +17,7 @@ import numpy as np
 
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
-from nircomp.ops import FUSED_KINDS, conv_padding
+from nircomp.ops import FUSED_KINDS, STRUCTURAL_PARAMS, conv_padding
 
 STATEFUL = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Delay"})
 _DENSE_PARAMS = ("weight", "bias")
@@ -105,7 +105,7 @@ def _param_names(op, part: str) -> tuple[str, ...]:
         return tuple(k for k in _DENSE_PARAMS if k in op.params)
     if part == "neuron":
         return tuple(k for k in op.params if k not in _DENSE_PARAMS)
-    return tuple(k for k, v in op.params.items() if not isinstance(v, str) and np.asarray(v).dtype.kind == "f")
+    return tuple(k for k, v in op.params.items() if k not in STRUCTURAL_PARAMS and not isinstance(v, str))
 
 
 def build_schedule(graph: Graph, dt: float, mode: str = "scc") -> Schedule:

@@ -294,3 +294,19 @@ def test_cuba_order_voltage_first():
     np.testing.assert_allclose(later[:3], [0.0, 0.1, 0.13], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(later[1:], first[:-1], rtol=1e-6)
     np.testing.assert_allclose(run(g, x, convention="nir-explicit")[:, 0], later, rtol=1e-6)
+
+
+def test_integer_valued_parameters_are_values():
+    """A file may store v_threshold (or a weight) as integers: they are values, so the model uses them
+    (as floats) while the IR keeps the file's dtype for an exact round trip."""
+    import nir
+
+    g = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "fc": nir.Linear(np.array([[2, 0], [0, 1]])),
+                            "if": nir.IF(r=np.ones(2), v_threshold=np.array([1, 1]), v_reset=np.zeros(2)),
+                            "output": nir.Output(np.array([2]))},
+                     edges=[("input", "fc"), ("fc", "if"), ("if", "output")], type_check=False)
+    prog = nircomp.compile(g, dt=1e-3)
+    assert prog.ir.op("if").params["v_threshold"].dtype.kind == "i"
+    y = np.asarray(prog.model(np.ones((3, 2), np.float32)))
+    # IF: v += r * (W x); neuron 0 gets 2 per step (fires every step), neuron 1 gets 1 (1 > 1 is false, then 2)
+    np.testing.assert_array_equal(y, [[1, 0], [1, 1], [1, 0]])
