@@ -49,7 +49,7 @@ class CompileError(Exception):
         text = f"{head}: {self.message}" if head else self.message
         if self.hint:
             text += f"; {self.hint}"
-        return text
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line even when file text holds newlines
 
     def render(self, graph: Graph) -> str:
         """The IR text with each offending node's line underlined and this error below it."""

@@ -11,6 +11,7 @@ naming the file and node. No raw h5py or nir exception escapes.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import warnings
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from nircomp.errors import CompileError, LoadError, LoadWarning
+from nircomp.h5guard import damaged_global_heap
 from nircomp.ir import Graph, Op
 from nircomp.ops import KINDS, NIR_KINDS
 from nircomp.shapes import infer_shapes
@@ -71,32 +73,43 @@ def read_hdf5(path: str) -> dict[str, Any]:
     try:
         if not h5py.is_hdf5(path):
             raise LoadError("not an HDF5 file (a .nir file is HDF5)", source=path)
+        data = Path(path).read_bytes()
+        damaged = damaged_global_heap(data)
+        if damaged is not None:  # libhdf5 would hang on it
+            raise LoadError(f"corrupt HDF5 file: the string heap at byte {damaged} is damaged", source=path)
         with h5py.File(path, "r") as f:
             if "node" not in f:
                 raise LoadError("not a NIR file: no 'node' group at the top level", source=path)
-            return _read_group(f["node"], "node")
+            return _read_group(f["node"], "node", max_bytes=_MAX_INFLATE * len(data))
     except CompileError:
         raise
     except Exception as e:  # h5py raises OSError, KeyError, ValueError, RuntimeError... on corrupt files
         raise LoadError(f"corrupt or truncated HDF5 file ({_one_line(e)})", source=path) from None
 
 
-def _read_group(group: Any, where: str) -> dict[str, Any]:
+_MAX_INFLATE = 1100  # deflate expands at most ~1032x: a dataset larger than this times the file is corrupt
+
+
+def _read_group(group: Any, where: str, max_bytes: int) -> dict[str, Any]:
     import h5py
 
     out: dict[str, Any] = {}
     for key in group.keys():
+        name = key.decode("utf8", "replace") if isinstance(key, bytes) else key  # h5py: bytes if not UTF-8
         try:
             item = group[key]
             if isinstance(item, h5py.Group):
-                out[key] = _read_group(item, f"{where}/{key}")
+                out[name] = _read_group(item, f"{where}/{name}", max_bytes)
+            elif item.nbytes > max_bytes:
+                raise LoadError(f"corrupt HDF5 file: '{where}/{name}' claims shape {list(item.shape)}, "
+                                "more data than the file can hold")
             else:
                 value = item[()]
-                out[key] = value.decode("utf8") if isinstance(value, bytes) else value
+                out[name] = value.decode("utf8") if isinstance(value, bytes) else value
         except CompileError:
             raise
         except Exception as e:
-            raise LoadError(f"corrupt or truncated HDF5 file: cannot read '{where}/{key}' ({_one_line(e)})") from None
+            raise LoadError(f"corrupt or truncated HDF5 file: cannot read '{where}/{name}' ({_one_line(e)})") from None
     return out
 
 
@@ -131,7 +144,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, str):
         return repr(value[:40])
     arr = np.asarray(value)
-    return f"{arr.dtype} array of shape {list(arr.shape)}"
+    return f"an array of {arr.dtype}, shape {list(arr.shape)}"
 
 
 def _one_line(e: BaseException) -> str:
@@ -176,9 +189,10 @@ class _Scope:
 def graph_from_dict(data: Mapping[str, Any], *, source: str | None = None, name: str = "graph") -> Graph:
     """Build the flat IR from a NIR graph dict (the file layout)."""
     graph = Graph(name=name, source=source)
-    kind = data.get("type", "node without type")
+    kind = data.get("type")
     if not isinstance(kind, str) or kind != "NIRGraph":
-        raise LoadError(f"the top-level node is a {_describe(kind)}, not a NIRGraph", source=source)
+        what = "has no 'type'" if kind is None else f"has 'type' {_describe(kind)}"
+        raise LoadError(f"the top-level node {what}; a NIR file holds a 'NIRGraph' there", source=source)
     graph.metadata = _metadata(data)
     raw_edges: list[tuple[str, str, str]] = []  # flat src, flat dst, scope prefix (for messages)
     _add_scope(graph, data, "", raw_edges)
@@ -207,7 +221,7 @@ def _add_scope(graph: Graph, data: Mapping[str, Any], prefix: str, raw_edges: li
             raise LoadError("node has no 'type' entry", source=source, nodes=[flat])
         kind = nd["type"]
         if not isinstance(kind, str):
-            raise LoadError(f"node 'type' is a {_describe(kind)}, expected the name of a node type",
+            raise LoadError(f"the node's 'type' is {_describe(kind)}, expected the name of a node type",
                             source=source, nodes=[flat])
         if kind == "NIRGraph":
             graph.scopes[flat] = _metadata(nd)
@@ -239,6 +253,13 @@ def _add_scope(graph: Graph, data: Mapping[str, Any], prefix: str, raw_edges: li
     return scope
 
 
+def _did_you_mean(name: str, known: Any) -> str:
+    """` (did you mean 'X'?)` for the closest known name, compared case-insensitively; else ''."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
 def _s(x: Any) -> str:
     return x.decode("utf8") if isinstance(x, bytes) else str(x)
 
@@ -246,9 +267,9 @@ def _s(x: Any) -> str:
 def _op_from_dict(nd: Mapping[str, Any], flat: str, source: str | None) -> Op:
     kind = nd["type"]
     if kind not in NIR_KINDS:
-        known = ", ".join(NIR_KINDS)
-        raise LoadError(f"unknown node type {kind!r}", source=source, nodes=[flat],
-                        hint=f"NIR 1.0 node types are: {known}, NIRGraph")
+        known = [*NIR_KINDS, "NIRGraph"]
+        raise LoadError(f"unknown node type {kind!r}{_did_you_mean(kind, known)}", source=source, nodes=[flat],
+                        hint=f"NIR 1.0 node types are: {', '.join(known)}")
     spec = KINDS[kind]
     params: dict[str, Any] = {}
     for p in spec.required:
@@ -289,13 +310,14 @@ def _resolve(graph: Graph, scope: _Scope, ref: str, role: str, edge: tuple[str, 
         return found
     candidates = _stale_candidates(graph, scope, ref, role)
     where = f"subgraph '{scope.prefix[:-1]}'" if scope.prefix else "graph"
-    if len(candidates) == 1:
-        fixed = candidates[0]
+    if len(set(candidates.values())) == 1:
+        suffix, fixed = next(iter(candidates.items()))
         warnings.warn(f"{graph.source or 'graph'}: {where}: edge {edge[0]} -> {edge[1]} names unknown node "
-                      f"'{ref}'; repaired to '{fixed[len(scope.prefix):]}'", LoadWarning, stacklevel=5)
-        return _lookup(graph, scope, fixed[len(scope.prefix):], role)  # type: ignore[return-value]
-    hint = (f"it could be any of {', '.join(c[len(scope.prefix):] for c in candidates)}" if candidates
-            else "the edge names a node that does not exist")
+                      f"'{ref}'; repaired to '{suffix}'", LoadWarning, stacklevel=5)
+        return fixed
+    local = {n[len(scope.prefix):].split(".")[0] for n in [*graph.nx, *graph.ports] if n.startswith(scope.prefix)}
+    hint = (f"it could be any of {', '.join(candidates)}" if candidates
+            else "the edge names a node that does not exist" + _did_you_mean(ref, local))
     raise LoadError(f"{where}: edge {edge[0]} -> {edge[1]} refers to unknown node '{ref}'", source=graph.source,
                     nodes=[scope.prefix + ref], hint=hint)
 
@@ -319,14 +341,12 @@ def _lookup(graph: Graph, scope: _Scope, ref: str, role: str) -> str | None:
     return None
 
 
-def _stale_candidates(graph: Graph, scope: _Scope, ref: str, role: str) -> list[str]:
-    """Nodes of this scope a stale edge name can only mean: same last component, or the ref with the
-    scope's own (possibly old) prefix removed."""
-    local = [n for n in list(graph.nx) + list(graph.ports)
-             if n.startswith(scope.prefix) and "." not in n[len(scope.prefix):]]
-    last = ref.rsplit(".", 1)[-1]
-    by_last = [n for n in local if n[len(scope.prefix):] == last]
-    return by_last
+def _stale_candidates(graph: Graph, scope: _Scope, ref: str, role: str) -> dict[str, str]:
+    """What a stale edge name may mean: each dotted suffix of it (the name with an old prefix dropped:
+    `rnn.lif` -> `lif`) that names a node, port or subgraph of this scope; suffix -> flat name."""
+    parts = ref.split(".")
+    suffixes = (".".join(parts[i:]) for i in range(1, len(parts)))
+    return {s: flat for s in suffixes if (flat := _lookup(graph, scope, s, role)) is not None}
 
 
 def _contract_ports(graph: Graph, raw_edges: list[tuple[str, str, str]]) -> None:
@@ -386,9 +406,9 @@ def graph_to_dict(graph: Graph, *, nest: bool = True) -> dict[str, Any]:
         chain = [u, *(via or ())] if scopes else [u]
         chain.append(v)
         for a, b in zip(chain, chain[1:]):
-            common = _common_scope(_scope_of(a, scopes), _scope_of(b, scopes), scopes)
-            edge = (_endpoint(a, common, scopes, graph.ports), _endpoint(b, common, scopes, graph.ports))
-            edges = tree[common]["edges"]
+            scope = _hop_scope(a, scopes, graph.ports)
+            edge = (_endpoint(a, scope, scopes, graph.ports), _endpoint(b, scope, scopes, graph.ports))
+            edges = tree[scope]["edges"]
             if edge not in edges:
                 edges.append(edge)
     return tree[""]
@@ -422,10 +442,12 @@ def _local(name: str, scope: str) -> str:
     return name[len(scope) + 1:] if scope else name
 
 
-def _common_scope(a: str, b: str, scopes: list[str]) -> str:
-    while a and not (b == a or b.startswith(a + ".")):
-        a = _scope_of(a, scopes)
-    return a
+def _hop_scope(a: str, scopes: list[str], ports: Mapping[str, Op]) -> str:
+    """The scope whose edge list holds a hop from `a`: a's own, except that leaving a subgraph through
+    its Output port happens in the parent (so `sub.output -> sub.input`, a loop around `sub`, is the
+    parent's edge `sub -> sub`, not an edge inside `sub`)."""
+    scope = _scope_of(a, scopes)
+    return _scope_of(scope, scopes) if a in ports and ports[a].kind == "Output" else scope
 
 
 def _endpoint(name: str, scope: str, scopes: list[str], ports: Mapping[str, Op]) -> str:

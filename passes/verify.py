@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from nircomp.errors import VerifyError
 from nircomp.ir import Graph
 from nircomp.pipeline import PassContext, register_pass
+
+# Ops whose parameters passed the checks. Ops are immutable, so the verify run after every pass only
+# checks the Ops that pass created.
+_PARAMS_OK: weakref.WeakSet = weakref.WeakSet()
 
 
 @register_pass("verify")
@@ -26,25 +32,63 @@ def verify(graph: Graph, ctx: PassContext) -> Graph:
         raise fail("the graph has no Input node", hint="add a nir.Input feeding the first layer")
     if not graph.outputs():
         raise fail("the graph has no Output node", hint="add a nir.Output after the last layer")
-    for name, op in graph.ops():
-        preds = g.pred[name]
+    ops = dict(graph.ops())
+    unchecked = {name: op for name, op in ops.items() if op not in _PARAMS_OK}
+    if _check_all_params(list(unchecked.values())):
+        unchecked = {}
+    pred, succ = g.pred, g.succ
+    for name, op in ops.items():
+        preds = pred[name]
         if op.kind == "Input":
             if preds:
                 raise fail(f"Input has incoming edges (from {', '.join(preds)})", name)
         elif not preds:
             raise fail(f"{op.kind} receives no input (dangling node)", name,
                        hint="connect it or remove it")
-        if op.kind == "Output" and g.succ[name]:
-            raise fail(f"Output has outgoing edges (to {', '.join(g.succ[name])})", name)
-        _check_params(op, name, fail)
+        if op.kind == "Output" and succ[name]:
+            raise fail(f"Output has outgoing edges (to {', '.join(succ[name])})", name)
+        if name in unchecked:
+            _check_params(op, name, fail)
     for src, dst, data in g.edges(data=True):
         for port in data.get("via", ()):
             if port not in graph.ports:
                 raise fail(f"edge {src} -> {dst} passes through unknown subgraph port '{port}'", src, dst)
-        out_shape, in_shape = graph.op(src).output_shape, graph.op(dst).input_shape
-        if out_shape is not None and in_shape is not None and tuple(out_shape) != tuple(in_shape):
+        out_shape, in_shape = ops[src].output_shape, ops[dst].input_shape
+        if (out_shape != in_shape and out_shape is not None and in_shape is not None
+                and tuple(out_shape) != tuple(in_shape)):
             raise fail(f"shape mismatch on edge {src} -> {dst}: {list(out_shape)} vs {list(in_shape)}", src, dst)
     return graph
+
+
+def _check_all_params(ops: list) -> bool:
+    """Check the parameters of all `ops` at once (a few numpy calls instead of several per node) and
+    mark them checked. On any doubt nothing is marked and the answer is False: `_check_params` then
+    finds and names the node."""
+    finite, positive, nonneg = [], [], []
+    for op in ops:
+        spec, params = op.spec, op.params
+        if any(p not in params for p in spec.required):
+            return False
+        for p, value in params.items():
+            if isinstance(value, str):
+                continue
+            arr = np.asarray(value).reshape(-1)
+            if arr.dtype.kind == "f":
+                finite.append(arr)
+            elif arr.dtype.kind not in "biu":
+                return False
+            if p in spec.time_params:
+                positive.append(arr)
+            if p in spec.nonneg_params:
+                nonneg.append(arr)
+    if finite and not np.isfinite(np.concatenate(finite)).all():
+        return False
+    if positive and (np.concatenate(positive) <= 0).any():
+        return False
+    if nonneg and (np.concatenate(nonneg) < 0).any():
+        return False
+    _PARAMS_OK.update(ops)
+    return True
 
 
 def _check_params(op, name: str, fail) -> None:
@@ -60,7 +104,7 @@ def _check_params(op, name: str, fail) -> None:
             bad = "NaN" if np.any(np.isnan(arr)) else "inf"
             raise fail(f"{op.kind} parameter '{p}' contains {bad}", name)
         if p in spec.time_params and np.any(arr <= 0):
-            raise fail(f"{op.kind} time constant '{p}' must be > 0 (min {arr.min()})", name,
+            raise fail(f"{op.kind} time constant '{p}' must be > 0 (min {arr.min():.4g})", name,
                        hint="time constants are in the unit of dt and must be positive")
         if p in spec.nonneg_params and np.any(arr < 0):
-            raise fail(f"{op.kind} parameter '{p}' must be >= 0 (min {arr.min()})", name)
+            raise fail(f"{op.kind} parameter '{p}' must be >= 0 (min {arr.min():.4g})", name)
