@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from nircomp.ir import Graph
+from nircomp.ir import Graph, Op
 from nircomp.pipeline import BoundPass, PassContext, get_pass
 
 
@@ -65,26 +65,35 @@ def _edges(graph: Graph) -> dict[tuple[str, str], bool]:
 
 
 class ChangeLog:
-    """Records a PassRecord per pass by diffing node identities (Ops are immutable) and edges."""
+    """Records a PassRecord per pass by diffing node identities (Ops are immutable) and edges.
+
+    Instruments only watch, so the graph after one pass is the graph before the next: the snapshot
+    taken after a pass serves as the next pass's "before" when that pass receives the same Graph.
+    """
 
     def __init__(self) -> None:
         self.records: list[PassRecord] = []
-        self._nodes: dict[str, int] = {}
+        self._nodes: dict[str, Op] = {}
         self._edges: dict[tuple[str, str], bool] = {}
+        self._after: tuple[Graph, dict[str, Op], dict[tuple[str, str], bool]] | None = None
 
     def before_pass(self, p: BoundPass, graph: Graph, ctx: PassContext) -> None:
-        self._nodes = {name: id(op) for name, op in graph.ops()}
-        self._edges = _edges(graph)
+        if self._after is not None and self._after[0] is graph:
+            _, self._nodes, self._edges = self._after
+        else:
+            self._nodes, self._edges = dict(graph.ops()), _edges(graph)
 
     def after_pass(self, p: BoundPass, graph: Graph, ctx: PassContext, seconds: float) -> None:
-        after = {name: id(op) for name, op in graph.ops()}
+        after = dict(graph.ops())
         edges = _edges(graph)
-        added = tuple(n for n in after if n not in self._nodes)
-        removed = tuple(n for n in self._nodes if n not in after)
-        replaced = tuple(n for n in after if n in self._nodes and self._nodes[n] != after[n])
-        e_add = tuple(sorted(e for e in edges if e not in self._edges))
-        e_rem = tuple(sorted(e for e in self._edges if e not in edges))
-        marked = tuple(sorted(e for e, b in edges.items() if e in self._edges and self._edges[e] != b))
+        self._after = (graph, after, edges)
+        before, same = self._nodes, after.keys() == self._nodes.keys()
+        added = () if same else tuple(n for n in after if n not in before)
+        removed = () if same else tuple(n for n in before if n not in after)
+        replaced = tuple(n for n, op in after.items() if before.get(n, op) is not op)
+        e_add = tuple(sorted(edges.keys() - self._edges.keys()))
+        e_rem = tuple(sorted(self._edges.keys() - edges.keys()))
+        marked = tuple(sorted(e for e, b in edges.items() if self._edges.get(e, b) != b))
         self.records.append(PassRecord(str(p), seconds, added, removed, replaced, e_add, e_rem, marked,
                                        tuple(ctx.notes)))
 

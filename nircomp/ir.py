@@ -9,6 +9,7 @@ and no backend.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,9 @@ def freeze(value: Any) -> Any:
         return value
     if isinstance(value, bytes):
         return value.decode("utf8")
-    arr = np.array(value)  # always a copy: the IR owns its arrays
+    if isinstance(value, np.ndarray) and not value.flags.writeable and value.base is None:
+        return value  # already frozen (read-only and owning its data): `op.replace` shares it
+    arr = np.array(value)  # otherwise a copy: the IR owns its arrays
     arr.flags.writeable = False
     return arr
 
@@ -135,10 +138,26 @@ class Graph:
     def order(self) -> list[str]:
         """Topological order ignoring back edges, ties broken by name: the order of the text form."""
         back = set(self.back_edges())
-        dag = nx.DiGraph()
-        dag.add_nodes_from(self.nx)
-        dag.add_edges_from(e for e in self.nx.edges if e not in back)
-        return list(nx.lexicographical_topological_sort(dag))
+        succ = self.nx.succ
+        indegree = dict.fromkeys(succ, 0)
+        for u, nbrs in succ.items():
+            for v in nbrs:
+                if (u, v) not in back:
+                    indegree[v] += 1
+        ready = [n for n, d in indegree.items() if d == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:  # Kahn's algorithm, smallest name first (as nx.lexicographical_topological_sort)
+            node = heapq.heappop(ready)
+            order.append(node)
+            for child in succ[node]:
+                if (node, child) not in back:
+                    indegree[child] -= 1
+                    if not indegree[child]:
+                        heapq.heappush(ready, child)
+        if len(order) != len(indegree):
+            raise nx.NetworkXUnfeasible("Graph contains a cycle or graph changed during iteration")
+        return order
 
     def copy(self) -> Graph:
         """A structural copy (Ops are immutable and shared)."""

@@ -71,7 +71,7 @@ def _fold_scales(graph: Graph, ctx: PassContext) -> None:
 def _affine_to_linear(graph: Graph, ctx: PassContext) -> None:
     done = []
     for name, op in list(graph.ops()):
-        if op.kind == "Affine" and not np.any(np.asarray(op.params["bias"])):
+        if op.kind == "Affine" and not np.asarray(op.params["bias"]).any():
             graph.set_op(name, op.replace(kind="Linear", params={"weight": op.params["weight"]}))
             done.append(name)
     if done:

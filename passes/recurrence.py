@@ -14,8 +14,8 @@ def mark_recurrence(graph: Graph, ctx: PassContext) -> Graph:
     deterministic; `inspect` shows them as `%src@prev`.
     """
     g = graph.nx
-    for u, v in list(g.edges):
-        g.edges[u, v].pop("back", None)
+    for _, _, data in g.edges(data=True):
+        data.pop("back", None)
     back = find_back_edges(graph)
     for u, v in back:
         g.edges[u, v]["back"] = True
