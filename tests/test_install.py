@@ -2,99 +2,51 @@
 
 `passes/` and `backends/` install as `nircomp.passes` / `nircomp.backends`. These tests install the
 project as a user would and run it from a directory outside the repository (where the source folder
-`nircomp/`, which lacks `passes`, cannot shadow the installed package). Every install is `--no-deps`
-into a venv made with `--system-site-packages` plus a `.pth` naming the folders of the test runner's
-dependencies, so nothing but (at most) the build backend is fetched. Builds use
-`--no-build-isolation` when the runner's setuptools can build wheels by itself.
+`nircomp/`, which lacks `passes`, cannot shadow the installed package). How the venvs are made and what
+they see: tests/venvtools.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nir
 import numpy as np
 import pytest
 from conftest import ROOT
+from venvtools import BUILD, build_wheels, copy_tree, make_venv, pip, run
 
 PLUGIN = ROOT / "examples" / "plugin_pass"
-DEPS = ("nir", "networkx", "numpy", "h5py", "jax", "equinox", "jinja2")
-
-
-def _can_build_offline() -> bool:
-    """setuptools >= 70.1 ships bdist_wheel; older ones need the `wheel` package."""
-    try:
-        import setuptools
-    except ImportError:
-        return False
-    major, minor = (int(x) for x in setuptools.__version__.split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
-BUILD = ["--no-build-isolation"] if _can_build_offline() else []
-
-
-def _run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
-    assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout}\n{res.stderr}"
-    return res
-
-
-def _pip(*args: str | Path, python: Path | None = None) -> None:
-    target = ["--python", python] if python else []
-    _run(sys.executable, "-m", "pip", *target, "--disable-pip-version-check", *args)
-
-
-def _copy_tree(src: Path, dst: Path) -> Path:
-    """A clean copy of a project to build from (keeps build artefacts out of the checkout)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", "tests",
-                                                            "examples", "benchmarks", ".*"))
-    return dst
-
-
-def _venv(path: Path) -> Path:
-    """A fresh venv that sees the runner's dependencies but not its nircomp; returns its bin folder."""
-    _run(sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", path)
-    site = _run(path / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip()
-    dirs = dict.fromkeys(str(Path(importlib.util.find_spec(m).origin).parents[1]) for m in DEPS)
-    (Path(site) / "_runner_deps.pth").write_text("\n".join(dirs) + "\n")
-    return path / "bin"
 
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> dict[str, Path]:
     """Wheels of nircomp and of the example plug-in, built once for the module."""
-    tmp = tmp_path_factory.mktemp("wheels")
-    out = tmp / "dist"
-    _pip("wheel", "--no-deps", *BUILD, "-w", out, _copy_tree(ROOT, tmp / "nircomp"), _copy_tree(PLUGIN, tmp / "plugin"))
-    return {w.name.split("-")[0]: w for w in out.glob("*.whl")}
+    return build_wheels(tmp_path_factory.mktemp("wheels"), ROOT, PLUGIN)
 
 
 @pytest.fixture(scope="module")
 def wheel_venv(wheels, tmp_path_factory) -> Path:
-    bin_dir = _venv(tmp_path_factory.mktemp("wheel") / "venv")
-    _pip("install", "--no-deps", wheels["nircomp"], python=bin_dir / "python")
+    bin_dir = make_venv(tmp_path_factory.mktemp("wheel") / "venv")
+    pip("install", "--no-deps", wheels["nircomp"], python=bin_dir / "python")
     return bin_dir
 
 
 @pytest.fixture(scope="module")
 def editable_venv(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("editable")
-    src = _copy_tree(ROOT, tmp / "src")
-    bin_dir = _venv(tmp / "venv")
-    _pip("install", "--no-deps", *BUILD, "-e", src, python=bin_dir / "python")
+    src = copy_tree(ROOT, tmp / "src")
+    bin_dir = make_venv(tmp / "venv")
+    pip("install", "--no-deps", *BUILD, "-e", src, python=bin_dir / "python")
     return bin_dir, src
 
 
 @pytest.fixture(scope="module")
 def plugin_venv(wheels, tmp_path_factory) -> Path:
-    bin_dir = _venv(tmp_path_factory.mktemp("plugin") / "venv")
-    _pip("install", "--no-deps", wheels["nircomp"], wheels["nircomp_count_neurons"], python=bin_dir / "python")
+    bin_dir = make_venv(tmp_path_factory.mktemp("plugin") / "venv")
+    pip("install", "--no-deps", wheels["nircomp"], wheels["nircomp_count_neurons"], python=bin_dir / "python")
     return bin_dir
 
 
@@ -112,7 +64,7 @@ def _check_passes_listing(text: str) -> None:
 def test_wheel_install_provides_subpackages_and_cli(wheel_venv, tmp_path):
     """From the wheel, nircomp.passes/backends and pipelines.toml live in site-packages/nircomp; the top-level
     `passes` is not installed; `nircomp passes` and `nircomp inspect` work from an unrelated directory."""
-    passes_file, backends_file, toml = _run(wheel_venv / "python", "-c", IMPORTS, cwd=tmp_path).stdout.split()
+    passes_file, backends_file, toml = run(wheel_venv / "python", "-c", IMPORTS, cwd=tmp_path).stdout.split()
     site = Path(passes_file).parents[2]
     assert Path(passes_file) == site / "nircomp" / "passes" / "__init__.py"
     assert Path(backends_file) == site / "nircomp" / "backends" / "__init__.py"
@@ -120,8 +72,8 @@ def test_wheel_install_provides_subpackages_and_cli(wheel_venv, tmp_path):
     res = subprocess.run([wheel_venv / "python", "-c", "import passes"], capture_output=True, text=True, cwd=tmp_path,
                          check=False)
     assert "No module named 'passes'" in res.stderr
-    _check_passes_listing(_run(wheel_venv / "nircomp", "passes", cwd=tmp_path).stdout)
-    out = _run(wheel_venv / "nircomp", "inspect", ROOT / "examples" / "cubalif_chain.nir", cwd=tmp_path).stdout
+    _check_passes_listing(run(wheel_venv / "nircomp", "passes", cwd=tmp_path).stdout)
+    out = run(wheel_venv / "nircomp", "inspect", ROOT / "examples" / "cubalif_chain.nir", cwd=tmp_path).stdout
     assert out.startswith("// pipeline: verify,infer-shapes,") and "select-solver{solver=auto}" in out
 
 
@@ -129,12 +81,12 @@ def test_editable_install_maps_subpackages_to_the_source(editable_venv, tmp_path
     """With `pip install -e`, nircomp.passes is the source folder passes/, and a module added there later is
     importable without reinstalling."""
     bin_dir, src = editable_venv
-    passes_file, backends_file, toml = _run(bin_dir / "python", "-c", IMPORTS, cwd=tmp_path).stdout.split()
+    passes_file, backends_file, toml = run(bin_dir / "python", "-c", IMPORTS, cwd=tmp_path).stdout.split()
     assert Path(passes_file) == src / "passes" / "__init__.py"
     assert Path(backends_file) == src / "backends" / "__init__.py" and toml == "True"
-    _check_passes_listing(_run(bin_dir / "nircomp", "passes", cwd=tmp_path).stdout)
+    _check_passes_listing(run(bin_dir / "nircomp", "passes", cwd=tmp_path).stdout)
     (src / "passes" / "probe_added_later.py").write_text("VALUE = 42\n")
-    out = _run(bin_dir / "python", "-c", "from nircomp.passes import probe_added_later as p; print(p.VALUE)",
+    out = run(bin_dir / "python", "-c", "from nircomp.passes import probe_added_later as p; print(p.VALUE)",
                cwd=tmp_path).stdout
     assert out.strip() == "42"
 
@@ -157,7 +109,7 @@ def two_populations(tmp_path) -> Path:
 def test_plugin_pass_is_listed_and_runs(plugin_venv, two_populations, tmp_path):
     """An installed package registering `count-neurons` through the `nircomp.passes` entry points is listed as
     a plug-in by `nircomp passes` and runs in a pipeline with its option (2 + 3 neurons, fused or not)."""
-    listing = _run(plugin_venv / "nircomp", "passes", cwd=tmp_path).stdout
+    listing = run(plugin_venv / "nircomp", "passes", cwd=tmp_path).stdout
     _check_passes_listing(listing)
     summary = r"^  count-neurons +Count the neurons of the graph into graph\.attrs\[attr\]"
     assert re.search(summary, listing, re.MULTILINE)
@@ -165,7 +117,7 @@ def test_plugin_pass_is_listed_and_runs(plugin_venv, two_populations, tmp_path):
     assert "(plug-in: nircomp_count_neurons:count_neurons)" in listing
     for pipeline, attr in [("verify,infer-shapes,count-neurons", "neurons"),
                            ("verify,infer-shapes,fuse-affine-cubalif,count-neurons{attr=n}", "n")]:
-        out = _run(plugin_venv / "nircomp", "inspect", two_populations, "--pipeline", pipeline, cwd=tmp_path).stdout
+        out = run(plugin_venv / "nircomp", "inspect", two_populations, "--pipeline", pipeline, cwd=tmp_path).stdout
         header = next(line for line in out.splitlines() if line.startswith("graph "))
         assert header.endswith(f"{{{attr}=5}}"), out
         assert f"// {pipeline.split(',')[-1]}: 5 neurons" in out
