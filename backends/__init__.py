@@ -1,14 +1,29 @@
 """Backends (installed as `nircomp.backends`): the `Backend` protocol and the registry.
 
-A backend declares what it lowers (`Capabilities`: solvers and op kinds) so the driver can refuse a
-graph early, naming the nodes it cannot lower. Third-party backends register through the entry-point
-group `nircomp.backends` (a module whose import calls `register_backend`).
+A backend is an object with a `name`, its `capabilities` and a `lower(graph, options)` method:
+
+- `capabilities` (`Capabilities`): the solvers and op kinds it lowers. `nircomp.compile` checks them
+  before lowering and raises one CompileError naming every node of a kind the backend lacks.
+- `lower(graph, options)` receives the graph after the pipeline (shapes inferred, back edges marked
+  `back=True`, Affine/Linear + neuron pairs fused into Dense<neuron> nodes; `nircomp.schedule.
+  build_schedule(graph, dt, mode)` turns it into the step solver's static schedule, fused nodes split
+  again) and the resolved options: `dt`, `solver` (the one chosen), `semantics` (a
+  `nircomp.semantics.Semantics`), `dtype` (None: the default float), `schedule` (a mode of
+  `nircomp.schedule.MODES`), plus `out` and the backend's own options from the spec `"name{k=v ...}"`
+  (values as text). It returns the model (`Program.model`), or `Lowered(model, artifacts)` when it
+  writes files (`Program.artifacts`). It refuses what it cannot do (an option, a parameter) with a
+  `CompileError`; the driver adds the source file and `[lower:<name>]`.
+- Registration: `register_backend(instance)` when the module is imported. Built-ins are imported by
+  `available_backends`; third-party backends are modules named in the entry-point group
+  `nircomp.backends` (examples/plugin_backend is a complete one). A second backend class under a taken
+  name is an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from nircomp.errors import CompileError
@@ -28,10 +43,36 @@ class Capabilities:
 
 
 class Backend(Protocol):
+    """What `nircomp.compile` lowers a graph with (the module docstring states the contract)."""
+
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
 
     def lower(self, graph: Graph, options: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """What `lower` returns when it writes files: the model and the written files by role
+    (`Program.artifacts`). A backend that writes nothing returns the model itself."""
+
+    model: Any
+    artifacts: Mapping[str, Path] = field(default_factory=dict)
+
+
+def parse_backend_spec(text: str) -> tuple[str, dict[str, str]]:
+    """A backend spec in the pipeline option syntax: `"source{module=net out=build}"` -> ("source",
+    {"module": "net", "out": "build"}); values stay text for the backend to parse."""
+    name, brace, rest = text.strip().partition("{")
+    if brace and not rest.endswith("}"):
+        raise CompileError(f"expected '}}' at the end of backend spec {text!r}")
+    options = {}
+    for item in rest[:-1].split():
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise CompileError(f"backend option {item!r} in {text!r} is not of the form key=value")
+        options[key] = value
+    return name.strip(), options
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -50,6 +91,9 @@ def register_backend(backend: Backend) -> Backend:
 def available_backends() -> Iterable[str]:
     """Names of the registered backends: the built-ins and every `nircomp.backends` plug-in."""
     import nircomp.backends.equinox  # noqa: F401  (registers "equinox")
+    import nircomp.backends.aot  # noqa: F401  (registers "aot")
+    import nircomp.backends.to_nir  # noqa: F401  (registers "nir")
+    import nircomp.backends.source  # noqa: F401  (registers "source")
     from nircomp.plugins import load_plugins
 
     load_plugins("nircomp.backends")

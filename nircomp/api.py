@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from nircomp.pipeline import BoundPass, Instrument, PassContext, resolve_pipelin
 
 def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = "equinox",
             pipeline: str | Sequence[BoundPass] | None = None, *, convention: str = "nir", dtype: Any = None,
-            schedule: str | None = None, **options: Any) -> Program:
+            schedule: str | None = None, out: str | os.PathLike | None = None, **options: Any) -> Program:
     """Compile a `.nir` file, a nir.NIRGraph or a Graph into a runnable Program.
 
     convention: "nir" (default) or a peer preset; any Semantics field (method, reset, threshold, spike,
@@ -23,10 +24,13 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     schedule: "scc" (every stateless op outside cycles on whole sequences), "per-step" (everything in
     one scan) or "auto" (only windowed ops on whole sequences, the fastest on CPU); default: "auto" on
     the CPU, "scc" on accelerators. All give the same results.
+    backend: a registered name, with options in the pipeline option syntax ("nir{out=net.nir}"); they
+    reach the backend's `lower` with the resolved options. out: where an output-writing backend writes
+    (the same as the backend option out=); Program.artifacts lists what it wrote.
     """
     import dataclasses
 
-    from nircomp.backends import BACKENDS, available_backends
+    from nircomp.backends import BACKENDS, Lowered, available_backends, parse_backend_spec
     from nircomp.semantics import CONVENTION_DT, Semantics, resolve_semantics
 
     sem_fields = {f.name for f in dataclasses.fields(Semantics)}
@@ -43,6 +47,7 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
                       f"dt={fixed_dt:g}; with dt={dt:g} the results differ from {convention}'s", CompileWarning,
                       stacklevel=2)
     names = list(available_backends())
+    backend, backend_options = parse_backend_spec(backend)
     if backend not in BACKENDS:
         raise CompileError(f"unknown backend {backend!r}; registered: {', '.join(names) or 'none'}")
     target = BACKENDS[backend]
@@ -66,12 +71,21 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     if schedule not in MODES:
         raise CompileError(f"unknown schedule {schedule!r}; expected one of {', '.join(MODES)}")
     resolved = {"dt": dt, "solver": chosen, "semantics": semantics, "dtype": dtype, "schedule": schedule}
+    clash = sorted(set(backend_options) & set(resolved))
+    if clash:
+        raise CompileError(f"backend option(s) {', '.join(clash)} must be given to compile itself, not in the "
+                           f"backend spec")
+    resolved.update(backend_options)
+    if out is not None:
+        resolved["out"] = out
     try:
         model = target.lower(graph, resolved)
     except CompileError as e:
         e.source = e.source or graph.source
         e.pass_name = e.pass_name or f"lower:{backend}"
         raise
+    if isinstance(model, Lowered):
+        return Program(model.model, graph, log, resolved, dict(model.artifacts))
     return Program(model, graph, log, resolved)
 
 

@@ -52,13 +52,19 @@ def load(source: Any, *, name: str | None = None) -> Graph:
 def save(graph: Graph, path: str | os.PathLike, *, nest: bool = True) -> None:
     """Write the graph as a NIR HDF5 file (readable by `nir.read`), nesting dotted subgraphs again.
 
-    Compiler kinds (fused Dense<neuron> nodes) are split back into NIR primitives by the `unfuse` pass.
+    Compiler kinds (fused Dense<neuron> nodes) are split back into NIR primitives (`nir_primitives`).
     """
-    if any(not op.spec.nir for _, op in graph.ops()):
-        from nircomp.pipeline import PassContext, get_pass
+    write_hdf5(path, graph_to_dict(nir_primitives(graph), nest=nest))
 
-        graph = get_pass("unfuse").bind()(graph.copy(), PassContext(source=graph.source))
-    write_hdf5(path, graph_to_dict(graph, nest=nest))
+
+def nir_primitives(graph: Graph) -> Graph:
+    """The graph with its compiler kinds (fused Dense<neuron> nodes) split back into NIR primitives by the
+    `unfuse` pass: a copy, or the graph itself when it holds none."""
+    if all(op.spec.nir for _, op in graph.ops()):
+        return graph
+    from nircomp.pipeline import PassContext, get_pass
+
+    return get_pass("unfuse").bind()(graph.copy(), PassContext(source=graph.source))
 
 
 # --------------------------------------------------------------------------- HDF5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nircomp.instruments import PassRecord
@@ -13,12 +14,14 @@ from nircomp.ir import Graph
 @dataclass(frozen=True)
 class Program:
     """model: the lowered model (an equinox.Module for backend="equinox"); ir: the final Graph;
-    log: one PassRecord per pass; options: the resolved compile options (semantics included)."""
+    log: one PassRecord per pass; options: the resolved compile options (semantics included);
+    artifacts: the files the backend wrote, by role (e.g. {"nir": Path("net.nir")})."""
 
     model: Any
     ir: Graph
     log: tuple[PassRecord, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
+    artifacts: Mapping[str, Path] = field(default_factory=dict)
 
     def ir_with_params(self, model: Any = None) -> Graph:
         """A copy of the IR carrying the (trained) parameters of `model` (default: this program's), each cast
