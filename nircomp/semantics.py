@@ -52,6 +52,16 @@ class Semantics:
         as [H, W, C], as spyx, which runs convolutions channels-last, does while declaring NIR shapes.
     forward: "heaviside" (spikes are 0/1) or "smooth" (the spike function is sigmoid(slope * x) in the
         forward pass too, so gradients are exact derivatives: for checking gradients, not for simulation).
+    v_floor: the spiking kinds whose membrane is clipped from below at -v_threshold after each step's
+        reset (sinabs imports IF as an IAF with min_v_mem = -v_threshold).
+    decayed_input: the leaky kinds whose input (with input_scale="one") is added before the step's decay,
+        so it decays in its own step: v = a (v + x) (rockpool's ExpSyn; for CubaLI/CubaLIF it is the
+        synaptic current that takes its input so, as rockpool's LIFTorch does).
+    v_leak_as: "rest" (v relaxes to v_leak, NIR) or "bias" (v_leak is a constant input added with the
+        input: v = a v + r x + v_leak under input_scale="one", as rockpool's bias current).
+    layer_dt: "global" (every neuron steps by the compile dt) or "tau/(1+r)": each leaky neuron node steps
+        by the smallest tau/(1 + r) (tau_mem for CubaLI/CubaLIF) over its neurons, whatever the compile
+        dt (rockpool's importer derives each module's dt so).
     """
 
     method: Literal["euler", "exact"] = "euler"
@@ -74,6 +84,10 @@ class Semantics:
     flatten_order: Literal["channels-first", "channels-last"] = "channels-first"
     init: Literal["zero", "v_leak"] = "zero"
     syn_leak: Literal["zero", "v_leak"] = "zero"
+    v_floor: tuple[str, ...] = ()
+    decayed_input: tuple[str, ...] = ()
+    v_leak_as: Literal["rest", "bias"] = "rest"
+    layer_dt: Literal["global", "tau/(1+r)"] = "global"
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
@@ -100,11 +114,24 @@ CONVENTIONS: dict[str, dict[str, Any]] = {
              "reset_after_leak": ("LIF",), "fire_timing": "before-update", "threshold": "gt", "spike": "unit",
              "input_scale": "one", "honour_r": False, "honour_w_in": False, "honour_v_leak": False,
              "honour_v_reset": False, "flatten_order": "channels-last", "surrogate": "superspike", "slope": 25.0},
+    # sinabs.from_nir (sinabs 3.1): LIF/IF/LI read tau in time steps, decay exp(-1/tau), input unscaled;
+    # MultiSpike (floor(v / v_th) spikes per step), MembraneSubtract in the same step; r and v_reset
+    # ignored; IF clipped below at -v_threshold (min_v_mem); compile at dt=1 (docs/peers/sinabs.md).
+    "sinabs": {"method": "exact", "input_scale": "one", "reset": "subtract", "reset_timing": "same-step",
+               "threshold": "ge", "spike": "unit", "spike_count": "multi", "honour_r": False,
+               "honour_v_reset": False, "v_floor": ("IF",)},
+    # rockpool.nn.modules.from_nir (rockpool 3.1): CubaLIF -> LIFTorch, LI -> ExpSynTorch; decays
+    # exp(-dt/tau) with dt = min(tau/(1+r)) per module; i = beta (i + x), v = alpha v + i + v_leak (a bias);
+    # floor(v / v_th) spikes per step when v >= v_th, subtracted; r, w_in, v_reset ignored (docs/peers/rockpool.md).
+    "rockpool": {"method": "exact", "cuba_order": "current-first", "input_scale": "one", "reset": "subtract",
+                 "reset_timing": "same-step", "threshold": "ge", "spike": "unit", "spike_count": "multi",
+                 "honour_r": False, "honour_w_in": False, "honour_v_reset": False, "v_leak_as": "bias",
+                 "decayed_input": ("LI", "CubaLIF"), "layer_dt": "tau/(1+r)"},
 }
 
 
 # Conventions whose peer importer hard-codes the time step: the preset reproduces the peer only at that dt.
-CONVENTION_DT: dict[str, float] = {"snntorch": 1e-4}
+CONVENTION_DT: dict[str, float] = {"snntorch": 1e-4, "sinabs": 1.0}
 
 
 def resolve_semantics(convention: str = "nir", **overrides: Any) -> Semantics:
@@ -121,10 +148,12 @@ def resolve_semantics(convention: str = "nir", **overrides: Any) -> Semantics:
             choices = tuple(s.strip().strip("'\"") for s in fields[key].type[8:-1].split(","))
         if choices and all(isinstance(c, str) for c in choices) and value not in choices:
             raise CompileError(f"option {key}={value!r} is not one of {', '.join(choices)}")
-    if "reset_after_leak" in values:
-        kinds = values["reset_after_leak"] = tuple(values["reset_after_leak"])
-        if not set(kinds) <= {"IF", "LIF", "CubaLIF"}:
-            raise CompileError(f"option reset_after_leak={kinds!r} may name only IF, LIF, CubaLIF")
+    for key, allowed in (("reset_after_leak", ("IF", "LIF", "CubaLIF")), ("v_floor", ("IF", "LIF", "CubaLIF")),
+                         ("decayed_input", ("LI", "LIF", "CubaLI", "CubaLIF"))):
+        if key in values:
+            kinds = values[key] = tuple(values[key])
+            if not set(kinds) <= set(allowed):
+                raise CompileError(f"option {key}={kinds!r} may name only {', '.join(allowed)}")
     if not isinstance(values.get("honour_r", True), bool):
         kinds = values["honour_r"] = tuple(values["honour_r"])
         if not set(kinds) <= {"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF"}:

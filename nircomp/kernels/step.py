@@ -161,6 +161,23 @@ def rest_state(p, sem):
     return 0.0, 0.0
 
 
+def _floor(v, p, sem, kind):
+    """v_floor: clip the membrane of the listed kinds from below at -v_threshold (no gradient to the
+    threshold, and none to v where it is clipped, as sinabs' min_v_mem)."""
+    if kind not in sem.v_floor:
+        return v
+    lo = -jax.lax.stop_gradient(p["v_threshold"])
+    return jnp.where(v > lo, v, lo)
+
+
+def _step_dt(p, sem, dt, tau_key):
+    """The time step of a leaky node: the compile dt, or with layer_dt="tau/(1+r)" the smallest
+    tau/(1 + r) over the node's neurons (r as given, whether or not honoured)."""
+    if sem.layer_dt == "global":
+        return dt
+    return jnp.min(p[tau_key] / (1.0 + p["r"]))
+
+
 def _relax(v, target, tau, sem, dt):
     """One step of tau dv/dt = target - v with target held: Euler or exact."""
     if sem.method == "exact":
@@ -168,11 +185,15 @@ def _relax(v, target, tau, sem, dt):
     return v + dt / tau * (target - v)
 
 
-def _drive(v, u, tau, p, sem, dt):
-    """Advance tau dv/dt = v_leak - v + u (u = r * input), with the 'one' input-scale variant."""
+def _drive(v, u, tau, p, sem, dt, decayed=False):
+    """Advance tau dv/dt = v_leak - v + u (u = r * input), with the 'one' input-scale variant (the input
+    added after the decay, or before it when `decayed`) and v_leak as a rest value or a bias."""
+    leak = _leak(p, sem)
+    if sem.v_leak_as == "bias":
+        u, leak = u + leak, 0.0
     if sem.input_scale == "one":
-        return _relax(v, _leak(p, sem), tau, sem, dt) + u
-    return _relax(v, _leak(p, sem) + u, tau, sem, dt)
+        return _relax(v + u, leak, tau, sem, dt) if decayed else _relax(v, leak, tau, sem, dt) + u
+    return _relax(v, leak + u, tau, sem, dt)
 
 
 def integrator_step(p, v, x, sem, dt):
@@ -208,27 +229,28 @@ def if_step(p, state, x, sem, dt):
     v = v + _r(p, sem, "IF") * x
     v = _late_reset(v, z_prev, p, sem, "IF", after_leak=True)
     v, z = fire(p, v, sem, dt)
-    return (v, z), _emit(z, z_prev, sem, dt)
+    return (_floor(v, p, sem, "IF"), z), _emit(z, z_prev, sem, dt)
 
 
 def li_step(p, v, x, sem, dt):
-    v = _drive(v, _r(p, sem, "LI") * x, p["tau"], p, sem, dt)
+    v = _drive(v, _r(p, sem, "LI") * x, p["tau"], p, sem, _step_dt(p, sem, dt, "tau"), "LI" in sem.decayed_input)
     return v, v
 
 
 def lif_step(p, state, x, sem, dt):
     v, z_prev = state
     v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=False)
-    v = _drive(v, _r(p, sem, "LIF") * x, p["tau"], p, sem, dt)
+    v = _drive(v, _r(p, sem, "LIF") * x, p["tau"], p, sem, _step_dt(p, sem, dt, "tau"), "LIF" in sem.decayed_input)
     v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
-    return (v, z), _emit(z, z_prev, sem, dt)
+    return (_floor(v, p, sem, "LIF"), z), _emit(z, z_prev, sem, dt)
 
 
 def _cuba(p, i, v, x, sem, dt, kind):
     """Synaptic current and membrane of CubaLI/CubaLIF over one step."""
     w_in = p["w_in"] if sem.honour_w_in else 1.0
     tau_syn, tau_mem, r = p["tau_syn"], p["tau_mem"], _r(p, sem, kind)
+    dt = _step_dt(p, sem, dt, "tau_mem")
     if sem.method == "exact" and sem.input_scale == "dt/tau":
         i_inf = w_in * x + _syn_leak(p, sem)
         v_inf = _leak(p, sem) + r * i_inf
@@ -245,8 +267,12 @@ def _cuba(p, i, v, x, sem, dt, kind):
         else:
             v_new = v_inf + (v - v_inf) * a_m + r * d * coupling
         return i_inf + d * a_s, v_new
-    i_new = _relax(i, w_in * x + _syn_leak(p, sem), tau_syn, sem, dt) if sem.input_scale == "dt/tau" else \
-        _relax(i, _syn_leak(p, sem), tau_syn, sem, dt) + w_in * x
+    if sem.input_scale == "dt/tau":
+        i_new = _relax(i, w_in * x + _syn_leak(p, sem), tau_syn, sem, dt)
+    elif kind in sem.decayed_input:
+        i_new = _relax(i + w_in * x, _syn_leak(p, sem), tau_syn, sem, dt)
+    else:
+        i_new = _relax(i, _syn_leak(p, sem), tau_syn, sem, dt) + w_in * x
     drive = i if sem.cuba_order == "voltage-first" else i_new
     return i_new, _drive(v, r * drive, tau_mem, p, sem, dt)
 
@@ -263,7 +289,7 @@ def cubalif_step(p, state, x, sem, dt):
     i, v = _cuba(p, i, v, x, sem, dt, "CubaLIF")
     v = _late_reset(v, z_prev, p, sem, "CubaLIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
-    return (i, v, z), _emit(z, z_prev, sem, dt)
+    return (i, _floor(v, p, sem, "CubaLIF"), z), _emit(z, z_prev, sem, dt)
 
 
 def delay_step(steps, buf, x):
