@@ -252,8 +252,8 @@ def _view(e: Entry, ns: Namespace, nir_name: str) -> dict[str, Any]:
             "kernel": _NEURONS[e.kind].__name__ if e.kind in _NEURONS else None}
     if e.stateful:
         view |= {"state_var": ns.identifier(e.name, "state_"), "init_var": ns.identifier(e.name, "init_")}
-    if e.kind == "Delay":
-        view["depth_shape"] = literal((max(e.opt("steps")) + 1, *e.shape))
+    view["kind_literal"] = repr(e.kind)
+    view["depth"] = max(e.opt("steps")) + 1 if e.kind == "Delay" else 0
     return view
 
 

@@ -46,22 +46,11 @@ def apply_stateless(e: Entry, p: dict, x, sem, dt):
 
 
 def init_entry(e: Entry, dtype, p=None, sem=None):
-    """Initial state of a stateful entry: zeros, except leaky membranes/currents under init="v_leak"."""
-    z = jnp.zeros(e.shape, dtype)
-    v0, i0 = K.rest_state(p, sem) if sem is not None and e.kind in ("LI", "LIF", "CubaLI", "CubaLIF") else (0, 0)
-    if e.kind == "I":
-        return z
-    if e.kind == "LI":
-        return z + v0
-    if e.kind in ("IF", "LIF"):
-        return (z + v0, z)
-    if e.kind == "CubaLI":
-        return (z + i0, z + v0)
-    if e.kind == "CubaLIF":
-        return (z + i0, z + v0, z)
-    if e.kind == "Delay":
-        return jnp.zeros((max(e.opt("steps")) + 1,) + e.shape, dtype)
-    return None
+    """Initial state of a stateful entry (the kernels' rule), None for a stateless one."""
+    if not e.stateful:
+        return None
+    depth = max(e.opt("steps")) + 1 if e.kind == "Delay" else 0
+    return K.initial_state(e.kind, e.shape, dtype, p, sem, depth)
 
 
 def step_entry(e: Entry, p: dict, state, x, sem, dt):

@@ -292,6 +292,18 @@ def cubalif_step(p, state, x, sem, dt):
     return (i, _floor(v, p, sem, "CubaLIF"), z), _emit(z, z_prev, sem, dt)
 
 
+def initial_state(kind, shape, dtype, p, sem, depth=0):
+    """The state of a stateful op before the first step: zeros, except leaky membranes and currents under
+    init="v_leak" (rest_state); a Delay holds `depth` past inputs."""
+    z = jnp.zeros(shape, dtype)
+    if kind == "Delay":
+        return jnp.zeros((depth,) + tuple(shape), dtype)
+    v0, i0 = rest_state(p, sem) if kind in ("LI", "LIF", "CubaLI", "CubaLIF") else (0.0, 0.0)
+    states = {"I": lambda: z, "LI": lambda: z + v0, "IF": lambda: (z, z), "LIF": lambda: (z + v0, z),
+              "CubaLI": lambda: (z + i0, z + v0), "CubaLIF": lambda: (z + i0, z + v0, z)}
+    return states[kind]()
+
+
 def delay_step(steps, buf, x):
     """y(t) = x(t - d) per neuron, d = `steps` (an int array of the node's shape); buf[k] = x(t - k)."""
     buf = jnp.concatenate([x[None], buf[:-1]], axis=0)

@@ -300,6 +300,18 @@ def cubalif_step(p, state, x, sem, dt):
     return (i, _floor(v, p, sem, "CubaLIF"), z), _emit(z, z_prev, sem, dt)
 
 
+def initial_state(kind, shape, dtype, p, sem, depth=0):
+    """The state of a stateful op before the first step: zeros, except leaky membranes and currents under
+    init="v_leak" (rest_state); a Delay holds `depth` past inputs."""
+    z = jnp.zeros(shape, dtype)
+    if kind == "Delay":
+        return jnp.zeros((depth,) + tuple(shape), dtype)
+    v0, i0 = rest_state(p, sem) if kind in ("LI", "LIF", "CubaLI", "CubaLIF") else (0.0, 0.0)
+    states = {"I": lambda: z, "LI": lambda: z + v0, "IF": lambda: (z, z), "LIF": lambda: (z + v0, z),
+              "CubaLI": lambda: (z + i0, z + v0), "CubaLIF": lambda: (z + i0, z + v0, z)}
+    return states[kind]()
+
+
 def delay_step(steps, buf, x):
     """y(t) = x(t - d) per neuron, d = `steps` (an int array of the node's shape); buf[k] = x(t - k)."""
     buf = jnp.concatenate([x[None], buf[:-1]], axis=0)
@@ -431,8 +443,7 @@ def stage_1(params, values):
 # stage 2 (scan): 'if1' (IF)
 def stage_2(params, values, dtype, emit):
     p_if1 = _p(params, 'if1', ('r', 'v_threshold', 'v_reset'))
-    z = jnp.zeros((16, 16, 16), dtype)
-    init_if1 = (z + 0, z)
+    init_if1 = initial_state('IF', (16, 16, 16), dtype, p_if1, SEM, 0)
 
     def step(carry, xs):
         state, prev = carry
@@ -471,8 +482,7 @@ def stage_4(params, values):
 # stage 5 (scan): 'if2' (IF)
 def stage_5(params, values, dtype, emit):
     p_if2 = _p(params, 'if2', ('r', 'v_threshold', 'v_reset'))
-    z = jnp.zeros((8, 8, 8), dtype)
-    init_if2 = (z + 0, z)
+    init_if2 = initial_state('IF', (8, 8, 8), dtype, p_if2, SEM, 0)
 
     def step(carry, xs):
         state, prev = carry
@@ -513,11 +523,8 @@ def stage_8(params, values, dtype, emit):
     p_if3 = _p(params, 'if3', ('r', 'v_threshold', 'v_reset'))
     p_li_dense = _p(params, 'li', ('weight',))
     p_li = _p(params, 'li', ('tau', 'r', 'v_leak'))
-    z = jnp.zeros((64,), dtype)
-    init_if3 = (z + 0, z)
-    z = jnp.zeros((10,), dtype)
-    v0, _ = rest_state(p_li, SEM)
-    init_li = z + v0
+    init_if3 = initial_state('IF', (64,), dtype, p_if3, SEM, 0)
+    init_li = initial_state('LI', (10,), dtype, p_li, SEM, 0)
 
     def step(carry, xs):
         state, prev = carry
@@ -631,25 +638,28 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    427: 'conv1',
-    428: 'conv1',
-    433: 'if1',
-    439: 'if1',
-    462: 'pool1',
-    467: 'conv2',
-    468: 'conv2',
-    473: 'if2',
-    479: 'if2',
-    502: 'pool2',
-    507: 'flat',
-    512: 'fc1',
-    513: 'if3',
-    514: 'fc2',
-    515: 'li',
-    519: 'li',
-    524: 'fc1',
-    525: 'if3',
-    526: 'fc2',
+    439: 'conv1',
+    440: 'conv1',
+    445: 'if1',
+    446: 'if1',
+    450: 'if1',
+    473: 'pool1',
+    478: 'conv2',
+    479: 'conv2',
+    484: 'if2',
+    485: 'if2',
+    489: 'if2',
+    512: 'pool2',
+    517: 'flat',
+    522: 'fc1',
+    523: 'if3',
+    524: 'fc2',
+    525: 'li',
+    526: 'if3',
     527: 'li',
-    528: 'output',
+    531: 'fc1',
+    532: 'if3',
+    533: 'fc2',
+    534: 'li',
+    535: 'output',
 }

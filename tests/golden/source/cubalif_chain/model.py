@@ -300,6 +300,18 @@ def cubalif_step(p, state, x, sem, dt):
     return (i, _floor(v, p, sem, "CubaLIF"), z), _emit(z, z_prev, sem, dt)
 
 
+def initial_state(kind, shape, dtype, p, sem, depth=0):
+    """The state of a stateful op before the first step: zeros, except leaky membranes and currents under
+    init="v_leak" (rest_state); a Delay holds `depth` past inputs."""
+    z = jnp.zeros(shape, dtype)
+    if kind == "Delay":
+        return jnp.zeros((depth,) + tuple(shape), dtype)
+    v0, i0 = rest_state(p, sem) if kind in ("LI", "LIF", "CubaLI", "CubaLIF") else (0.0, 0.0)
+    states = {"I": lambda: z, "LI": lambda: z + v0, "IF": lambda: (z, z), "LIF": lambda: (z + v0, z),
+              "CubaLI": lambda: (z + i0, z + v0), "CubaLIF": lambda: (z + i0, z + v0, z)}
+    return states[kind]()
+
+
 def delay_step(steps, buf, x):
     """y(t) = x(t - d) per neuron, d = `steps` (an int array of the node's shape); buf[k] = x(t - k)."""
     buf = jnp.concatenate([x[None], buf[:-1]], axis=0)
@@ -405,12 +417,8 @@ def stage_1(params, values, dtype, emit):
     p_lif1 = _p(params, 'lif1', ('tau_syn', 'tau_mem', 'r', 'v_leak', 'v_threshold', 'v_reset', 'w_in'))
     p_li2_dense = _p(params, 'li2', ('weight',))
     p_li2 = _p(params, 'li2', ('tau_syn', 'tau_mem', 'r', 'v_leak', 'w_in'))
-    z = jnp.zeros((6,), dtype)
-    v0, i0 = rest_state(p_lif1, SEM)
-    init_lif1 = (z + i0, z + v0, z)
-    z = jnp.zeros((3,), dtype)
-    v0, i0 = rest_state(p_li2, SEM)
-    init_li2 = (z + i0, z + v0)
+    init_lif1 = initial_state('CubaLIF', (6,), dtype, p_lif1, SEM, 0)
+    init_li2 = initial_state('CubaLI', (3,), dtype, p_li2, SEM, 0)
 
     def step(carry, xs):
         state, prev = carry
@@ -517,15 +525,15 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    404: 'fc1',
-    405: 'lif1',
-    406: 'fc2',
-    407: 'li2',
-    409: 'lif1',
-    412: 'li2',
-    417: 'fc1',
-    418: 'lif1',
-    419: 'fc2',
-    420: 'li2',
-    421: 'out',
+    416: 'fc1',
+    417: 'lif1',
+    418: 'fc2',
+    419: 'li2',
+    420: 'lif1',
+    421: 'li2',
+    425: 'fc1',
+    426: 'lif1',
+    427: 'fc2',
+    428: 'li2',
+    429: 'out',
 }

@@ -300,6 +300,18 @@ def cubalif_step(p, state, x, sem, dt):
     return (i, _floor(v, p, sem, "CubaLIF"), z), _emit(z, z_prev, sem, dt)
 
 
+def initial_state(kind, shape, dtype, p, sem, depth=0):
+    """The state of a stateful op before the first step: zeros, except leaky membranes and currents under
+    init="v_leak" (rest_state); a Delay holds `depth` past inputs."""
+    z = jnp.zeros(shape, dtype)
+    if kind == "Delay":
+        return jnp.zeros((depth,) + tuple(shape), dtype)
+    v0, i0 = rest_state(p, sem) if kind in ("LI", "LIF", "CubaLI", "CubaLIF") else (0.0, 0.0)
+    states = {"I": lambda: z, "LI": lambda: z + v0, "IF": lambda: (z, z), "LIF": lambda: (z + v0, z),
+              "CubaLI": lambda: (z + i0, z + v0), "CubaLIF": lambda: (z + i0, z + v0, z)}
+    return states[kind]()
+
+
 def delay_step(steps, buf, x):
     """y(t) = x(t - d) per neuron, d = `steps` (an int array of the node's shape); buf[k] = x(t - k)."""
     buf = jnp.concatenate([x[None], buf[:-1]], axis=0)
@@ -412,12 +424,8 @@ def stage_1(params, values, dtype, emit):
     p_li2_dense = _p(params, 'li2', ('weight',))
     p_li2 = _p(params, 'li2', ('tau_syn', 'tau_mem', 'r', 'v_leak', 'w_in'))
     p_lif1_w_rec = _p(params, 'lif1.w_rec', ('weight',))
-    z = jnp.zeros((38,), dtype)
-    v0, i0 = rest_state(p_lif1_lif, SEM)
-    init_lif1_lif = (z + i0, z + v0, z)
-    z = jnp.zeros((7,), dtype)
-    v0, i0 = rest_state(p_li2, SEM)
-    init_li2 = (z + i0, z + v0)
+    init_lif1_lif = initial_state('CubaLIF', (38,), dtype, p_lif1_lif, SEM, 0)
+    init_li2 = initial_state('CubaLI', (7,), dtype, p_li2, SEM, 0)
     prev_lif1_w_rec = jnp.broadcast_to(dense(p_lif1_w_rec, jnp.zeros((38,), dtype)), (38,)).astype(dtype)
 
     def step(carry, xs):
@@ -531,18 +539,18 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    410: 'fc1',
-    411: 'lif1.lif',
-    412: 'fc2',
-    413: 'li2',
-    414: 'lif1.w_rec',
-    416: 'lif1.lif',
-    419: 'li2',
-    421: 'lif1.w_rec',
-    425: 'fc1',
-    426: 'lif1.lif',
-    427: 'fc2',
+    422: 'fc1',
+    423: 'lif1.lif',
+    424: 'fc2',
+    425: 'li2',
+    426: 'lif1.w_rec',
+    427: 'lif1.lif',
     428: 'li2',
     429: 'lif1.w_rec',
-    430: 'output',
+    433: 'fc1',
+    434: 'lif1.lif',
+    435: 'fc2',
+    436: 'li2',
+    437: 'lif1.w_rec',
+    438: 'output',
 }
