@@ -24,12 +24,14 @@ from nircomp.errors import CompileError, LoadError, LoadWarning
 from nircomp.h5guard import damaged_global_heap
 from nircomp.ir import Graph, Op
 from nircomp.ops import KINDS, NIR_KINDS
+from nircomp.pipeline import gc_paused
 from nircomp.shapes import infer_shapes
 
 PORT_KINDS = ("Input", "Output")
 
 
 # --------------------------------------------------------------------------- public API
+@gc_paused()
 def load(source: Any, *, name: str | None = None) -> Graph:
     """A `.nir` file (str | Path) or a `nir.NIRGraph` as a flat IR Graph with shapes inferred."""
     is_path = isinstance(source, (str, os.PathLike))
