@@ -16,14 +16,14 @@ from nircomp.pipeline import BoundPass, Instrument, PassContext, resolve_pipelin
 
 def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = "equinox",
             pipeline: str | Sequence[BoundPass] | None = None, *, convention: str = "nir", dtype: Any = None,
-            schedule: str | None = None, out: str | os.PathLike | None = None, **options: Any) -> Program:
+            schedule: str = "auto", out: str | os.PathLike | None = None, **options: Any) -> Program:
     """Compile a `.nir` file, a nir.NIRGraph or a Graph into a runnable Program.
 
     convention: "nir" (default) or a peer preset; any Semantics field (method, reset, threshold, spike,
     surrogate, slope, ...) given as a keyword overrides it. dtype: parameter dtype (default: JAX's float).
     schedule: "scc" (every stateless op outside cycles on whole sequences), "per-step" (everything in
-    one scan) or "auto" (only windowed ops on whole sequences, the fastest on CPU); default: "auto" on
-    the CPU, "scc" on accelerators. All give the same results.
+    one scan) or "auto": "per-step" on the CPU (measured faster there), "scc" on accelerators. Both
+    give the same results.
     backend: a registered name, with options in the pipeline option syntax ("nir{out=net.nir}"); they
     reach the backend's `lower` with the resolved options. out: where an output-writing backend writes
     (the same as the backend option out=); Program.artifacts lists what it wrote.
@@ -62,14 +62,14 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     if bad:
         raise CompileError(f"backend {backend!r} cannot lower node kind(s) {', '.join(sorted({k for _, k in bad}))}",
                            nodes=[n for n, _ in bad], source=graph.source)
-    if schedule is None:
-        import jax
-
-        schedule = "auto" if jax.default_backend() == "cpu" else "scc"
     from nircomp.schedule import MODES
 
-    if schedule not in MODES:
-        raise CompileError(f"unknown schedule {schedule!r}; expected one of {', '.join(MODES)}")
+    if schedule not in ("auto", *MODES):
+        raise CompileError(f"unknown schedule {schedule!r}; expected one of auto, {', '.join(MODES)}")
+    if schedule == "auto":
+        import jax
+
+        schedule = "per-step" if jax.default_backend() == "cpu" else "scc"
     resolved = {"dt": dt, "solver": chosen, "semantics": semantics, "dtype": dtype, "schedule": schedule}
     clash = sorted(set(backend_options) & set(resolved))
     if clash:

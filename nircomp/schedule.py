@@ -4,8 +4,9 @@ Fused Dense<neuron> nodes are split back into a dense entry and a neuron entry, 
 comes from outside its cycle is applied to the whole `[T, ...]` sequence at once (one large matmul
 instead of T small ones). Entries are grouped by strongly connected component, in topological order:
 a stateless entry outside every cycle is a "seq" stage; stateful entries and cycles are "scan" stages.
-`mode="per-step"` puts everything in one scan: the plain schedule the others must reproduce;
-`mode="auto"` (the default on CPU) hoists only what is faster on whole sequences there (see `_stages`).
+`mode="per-step"` puts everything in one scan: the plain schedule "scc" must reproduce, and the faster
+one on XLA:CPU (benchmarks/RESULTS.md), where T small matmuls and channels-last convolutions inside one
+loop beat one large op over the whole [T*B, ...] sequence.
 """
 
 from __future__ import annotations
@@ -146,20 +147,14 @@ def build_schedule(graph: Graph, dt: float, mode: str = "scc") -> Schedule:
                     tuple(sorted(names.items())), tuple(sorted(lost.items())))
 
 
-# Stateless kinds "auto" applies to whole sequences on the CPU: windowed ops are far slower one step
-# at a time, and reshapes/elementwise ops right after them cost nothing. Dense layers stay in the scan:
-# on XLA:CPU T small matmuls inside the loop beat one large matmul over [T*B, n] (benchmarks/RESULTS.md).
-HOIST_HEAVY = frozenset({"Conv1d", "Conv2d", "SumPool2d", "AvgPool2d"})
-HOIST_FOLLOW = frozenset({"Flatten", "Scale", "Identity", "Threshold"})
-MODES = ("auto", "scc", "per-step")
+MODES = ("scc", "per-step")
 
 
 def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
     """Hoisted ("seq") stages and scans, in dependency order.
 
-    An entry is hoisted when it is stateless, outside every cycle and chosen by the mode ("scc": all
-    such entries; "auto": HOIST_HEAVY, and HOIST_FOLLOW fed only by hoisted entries or inputs;
-    "per-step": none). The other entries are packed into as few scans as dependencies allow: an entry
+    An entry is hoisted when it is stateless, outside every cycle and the mode is "scc" ("per-step"
+    hoists nothing). The other entries are packed into as few scans as dependencies allow: an entry
     joins scan k when everything it reads is computed in scan k or earlier, or by a hoisted entry that
     runs before scan k.
     """
@@ -182,7 +177,7 @@ def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
         e = entries[group[0]]
         srcs = [s for n in group for s, _ in entries[n].inputs if s not in group]
         acyclic = len(group) == 1 and not any(s == e.name for s, _ in e.inputs)
-        if acyclic and not e.stateful and _hoist(e, mode, srcs, hoisted, entries):
+        if acyclic and not e.stateful and mode == "scc":
             hoisted.add(e.name)
             avail[e.name] = max([scan_of.get(s, avail.get(s, 0)) for s in srcs], default=0)
             continue
@@ -196,13 +191,3 @@ def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
         if scan:
             stages.append(Stage("scan", scan))
     return tuple(stages)
-
-
-def _hoist(e: Entry, mode: str, srcs: list[str], hoisted: set[str], entries: dict[str, Entry]) -> bool:
-    if mode == "scc":
-        return True
-    if mode == "per-step":
-        return False
-    if e.kind in HOIST_HEAVY:
-        return True
-    return e.kind in HOIST_FOLLOW and all(s in hoisted or entries[s].kind == "Input" for s in srcs)

@@ -47,7 +47,7 @@ def recurrent(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- the artifact, via the API
-@pytest.mark.parametrize("name", ["affine_lif", "two_io", "conv1d_net", "delay_loop"])
+@pytest.mark.parametrize("name", sorted(ALL_GRAPHS))
 def test_artifact_is_bitwise_the_equinox_module(name, tmp_path):
     """One artifact with a symbolic time axis, written, loaded back from disk and run at two lengths, gives
     exactly the jitted Equinox module's outputs (same computation, same parameter arguments)."""

@@ -381,7 +381,7 @@ LOST = {
     'fc1': "canonicalize folded it with 'scale' into node 'fc1'; its own output no longer exists",
 }
 # the entries later stages read, and the outputs
-NEEDED = frozenset(('conv1', 'conv2', 'flat', 'if1', 'if2', 'input', 'output', 'pool1', 'pool2'))
+NEEDED = frozenset(('input', 'output'))
 
 
 def _load_weights():
@@ -434,106 +434,45 @@ def _p(params, node, keys):
     return {k: node[k] for k in keys if k in node}
 
 
-# stage 1 (seq): 'conv1' (Conv2d)
-def stage_1(params, values):
+# stage 1 (scan): 'conv1' (Conv2d), 'if1' (IF), 'pool1' (SumPool2d), 'conv2' (Conv2d), 'if2' (IF), 'pool2'
+#   (SumPool2d), 'flat' (Flatten), 'fc1' (Affine), 'if3' (IF), 'li/dense' (Linear), 'li' (LI), 'output'
+#   (Output)
+def stage_1(params, values, dtype, emit):
     p_conv1 = _p(params, 'conv1', ('weight', 'bias'))
-    return conv(p_conv1, values['input'], (2, 2), ((1, 1), (1, 1)), (1, 1), 1)
-
-
-# stage 2 (scan): 'if1' (IF)
-def stage_2(params, values, dtype, emit):
     p_if1 = _p(params, 'if1', ('r', 'v_threshold', 'v_reset'))
-    init_if1 = initial_state('IF', (16, 16, 16), dtype, p_if1, SEM, 0)
-
-    def step(carry, xs):
-        state, prev = carry
-        state_if1, if1 = if_step(p_if1, state['if1'], xs['conv1'], SEM, DT)
-        out = {
-            'if1': if1,
-        }
-        state = {
-            'if1': state_if1,
-        }
-        prev = {}
-        return (state, prev), {n: y for n, y in out.items() if n in emit}
-
-    state = {
-        'if1': init_if1,
-    }
-    prev = {}
-    xs = {
-        'conv1': values['conv1'],
-    }
-    _, ys = jax.lax.scan(step, (state, prev), xs)
-    return ys
-
-
-# stage 3 (seq): 'pool1' (SumPool2d)
-def stage_3(params, values):
-    return pool(values['if1'], (2, 2), (2, 2), (0, 0), False)
-
-
-# stage 4 (seq): 'conv2' (Conv2d)
-def stage_4(params, values):
     p_conv2 = _p(params, 'conv2', ('weight', 'bias'))
-    return conv(p_conv2, values['pool1'], (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-
-
-# stage 5 (scan): 'if2' (IF)
-def stage_5(params, values, dtype, emit):
     p_if2 = _p(params, 'if2', ('r', 'v_threshold', 'v_reset'))
-    init_if2 = initial_state('IF', (8, 8, 8), dtype, p_if2, SEM, 0)
-
-    def step(carry, xs):
-        state, prev = carry
-        state_if2, if2 = if_step(p_if2, state['if2'], xs['conv2'], SEM, DT)
-        out = {
-            'if2': if2,
-        }
-        state = {
-            'if2': state_if2,
-        }
-        prev = {}
-        return (state, prev), {n: y for n, y in out.items() if n in emit}
-
-    state = {
-        'if2': init_if2,
-    }
-    prev = {}
-    xs = {
-        'conv2': values['conv2'],
-    }
-    _, ys = jax.lax.scan(step, (state, prev), xs)
-    return ys
-
-
-# stage 6 (seq): 'pool2' (SumPool2d)
-def stage_6(params, values):
-    return pool(values['if2'], (2, 2), (2, 2), (0, 0), False)
-
-
-# stage 7 (seq): 'flat' (Flatten)
-def stage_7(params, values):
-    return flatten(values['pool2'], (8, 4, 4), (128,), SEM.flatten_order)
-
-
-# stage 8 (scan): 'fc1' (Affine), 'if3' (IF), 'li/dense' (Linear), 'li' (LI), 'output' (Output)
-def stage_8(params, values, dtype, emit):
     p_fc1 = _p(params, 'fc1', ('weight', 'bias'))
     p_if3 = _p(params, 'if3', ('r', 'v_threshold', 'v_reset'))
     p_li_dense = _p(params, 'li', ('weight',))
     p_li = _p(params, 'li', ('tau', 'r', 'v_leak'))
+    init_if1 = initial_state('IF', (16, 16, 16), dtype, p_if1, SEM, 0)
+    init_if2 = initial_state('IF', (8, 8, 8), dtype, p_if2, SEM, 0)
     init_if3 = initial_state('IF', (64,), dtype, p_if3, SEM, 0)
     init_li = initial_state('LI', (10,), dtype, p_li, SEM, 0)
 
     def step(carry, xs):
         state, prev = carry
-        fc1 = dense(p_fc1, xs['flat'])
+        conv1 = conv(p_conv1, xs['input'], (2, 2), ((1, 1), (1, 1)), (1, 1), 1)
+        state_if1, if1 = if_step(p_if1, state['if1'], conv1, SEM, DT)
+        pool1 = pool(if1, (2, 2), (2, 2), (0, 0), False)
+        conv2 = conv(p_conv2, pool1, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        state_if2, if2 = if_step(p_if2, state['if2'], conv2, SEM, DT)
+        pool2 = pool(if2, (2, 2), (2, 2), (0, 0), False)
+        flat_1 = flatten(pool2, (8, 4, 4), (128,), SEM.flatten_order)
+        fc1 = dense(p_fc1, flat_1)
         state_if3, if3 = if_step(p_if3, state['if3'], fc1, SEM, DT)
         li_dense = dense(p_li_dense, if3)
         state_li, li = li_step(p_li, state['li'], li_dense, SEM, DT)
         output = li
         out = {
+            'conv1': conv1,
+            'if1': if1,
+            'pool1': pool1,
+            'conv2': conv2,
+            'if2': if2,
+            'pool2': pool2,
+            'flat': flat_1,
             'fc1': fc1,
             'if3': if3,
             'li/dense': li_dense,
@@ -541,6 +480,8 @@ def stage_8(params, values, dtype, emit):
             'output': output,
         }
         state = {
+            'if1': state_if1,
+            'if2': state_if2,
             'if3': state_if3,
             'li': state_li,
         }
@@ -548,12 +489,14 @@ def stage_8(params, values, dtype, emit):
         return (state, prev), {n: y for n, y in out.items() if n in emit}
 
     state = {
+        'if1': init_if1,
+        'if2': init_if2,
         'if3': init_if3,
         'li': init_li,
     }
     prev = {}
     xs = {
-        'flat': values['flat'],
+        'input': values['input'],
     }
     _, ys = jax.lax.scan(step, (state, prev), xs)
     return ys
@@ -597,14 +540,7 @@ def _run(x, record, params):
     values = dict(inputs)
     # state in the promoted dtype of inputs and parameters
     dtype = jnp.result_type(*inputs.values(), *jax.tree_util.tree_leaves(params))
-    values['conv1'] = stage_1(params, values)
-    values.update(stage_2(params, values, dtype, keep | NEEDED))
-    values['pool1'] = stage_3(params, values)
-    values['conv2'] = stage_4(params, values)
-    values.update(stage_5(params, values, dtype, keep | NEEDED))
-    values['pool2'] = stage_6(params, values)
-    values['flat'] = stage_7(params, values)
-    values.update(stage_8(params, values, dtype, keep | NEEDED))
+    values.update(stage_1(params, values, dtype, keep | NEEDED))
     y = {n: values[n] for n in OUTPUTS}
     y = y[OUTPUTS[0]] if len(OUTPUTS) == 1 else y
     if not record:
@@ -638,28 +574,28 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    439: 'conv1',
-    440: 'conv1',
-    445: 'if1',
-    446: 'if1',
-    450: 'if1',
-    473: 'pool1',
-    478: 'conv2',
-    479: 'conv2',
-    484: 'if2',
-    485: 'if2',
-    489: 'if2',
-    512: 'pool2',
-    517: 'flat',
-    522: 'fc1',
-    523: 'if3',
-    524: 'fc2',
-    525: 'li',
-    526: 'if3',
-    527: 'li',
-    531: 'fc1',
-    532: 'if3',
-    533: 'fc2',
-    534: 'li',
-    535: 'output',
+    441: 'conv1',
+    442: 'if1',
+    443: 'conv2',
+    444: 'if2',
+    445: 'fc1',
+    446: 'if3',
+    447: 'fc2',
+    448: 'li',
+    449: 'if1',
+    450: 'if2',
+    451: 'if3',
+    452: 'li',
+    456: 'conv1',
+    457: 'if1',
+    458: 'pool1',
+    459: 'conv2',
+    460: 'if2',
+    461: 'pool2',
+    462: 'flat',
+    463: 'fc1',
+    464: 'if3',
+    465: 'fc2',
+    466: 'li',
+    467: 'output',
 }
