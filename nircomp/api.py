@@ -22,8 +22,8 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     convention: "nir" (default) or a peer preset; any Semantics field (method, reset, threshold, spike,
     surrogate, slope, ...) given as a keyword overrides it. dtype: parameter dtype (default: JAX's float).
     schedule: "scc" (every stateless op outside cycles on whole sequences), "per-step" (everything in
-    one scan) or "auto": "per-step" on the CPU (measured faster there), "scc" on accelerators. Both
-    give the same results.
+    one scan), "cpu" (only dense layers of >= 32768 weights on whole sequences, measured fastest on
+    XLA:CPU) or "auto": "cpu" on the CPU, "scc" on accelerators. All give the same results.
     backend: a registered name, with options in the pipeline option syntax ("nir{out=net.nir}"); they
     reach the backend's `lower` with the resolved options. out: where an output-writing backend writes
     (the same as the backend option out=); Program.artifacts lists what it wrote.
@@ -69,7 +69,7 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     if schedule == "auto":
         import jax
 
-        schedule = "per-step" if jax.default_backend() == "cpu" else "scc"
+        schedule = "cpu" if jax.default_backend() == "cpu" else "scc"
     resolved = {"dt": dt, "solver": chosen, "semantics": semantics, "dtype": dtype, "schedule": schedule}
     clash = sorted(set(backend_options) & set(resolved))
     if clash:

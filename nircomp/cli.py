@@ -108,8 +108,8 @@ def _compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dt", type=float, default=1e-4, metavar="DT", help="time step in seconds (default 1e-4)")
     p.add_argument("--pipeline", "-p", metavar="P", help="pipeline string (default: the solver's named pipeline)")
     p.add_argument("--convention", default="nir", metavar="C", help="step-solver convention (default nir)")
-    p.add_argument("--schedule", choices=("auto", "scc", "per-step"), default="auto",
-                   help="step schedule (default auto: per-step on the CPU, scc on accelerators)")
+    p.add_argument("--schedule", choices=("auto", "cpu", "scc", "per-step"), default="auto",
+                   help="step schedule (default auto: cpu on the CPU, scc on accelerators)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

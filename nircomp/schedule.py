@@ -4,13 +4,13 @@ Fused Dense<neuron> nodes are split back into a dense entry and a neuron entry, 
 comes from outside its cycle is applied to the whole `[T, ...]` sequence at once (one large matmul
 instead of T small ones). Entries are grouped by strongly connected component, in topological order:
 a stateless entry outside every cycle is a "seq" stage; stateful entries and cycles are "scan" stages.
-`mode="per-step"` puts everything in one scan: the plain schedule "scc" must reproduce, and the faster
-one on XLA:CPU (benchmarks/RESULTS.md), where T small matmuls and channels-last convolutions inside one
-loop beat one large op over the whole [T*B, ...] sequence.
+`mode="per-step"` puts everything in one scan: the plain schedule the others must reproduce. `mode="cpu"`
+hoists only large dense layers, which measured fastest on XLA:CPU (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import networkx as nx
@@ -147,14 +147,19 @@ def build_schedule(graph: Graph, dt: float, mode: str = "scc") -> Schedule:
                     tuple(sorted(names.items())), tuple(sorted(lost.items())))
 
 
-MODES = ("scc", "per-step")
+MODES = ("cpu", "scc", "per-step")
+# "cpu" hoists a dense layer outside cycles only when its weight has at least this many entries: measured
+# on XLA:CPU (benchmarks/RESULTS.md), one [T*B, n] matmul beats T small ones inside the loop for a
+# 700x512 layer, while for small layers (12x38) the extra scans cost more than they save, and
+# convolutions (channels-last) are fastest inside the loop.
+HOIST_MIN_WEIGHTS = 1 << 15
 
 
 def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
     """Hoisted ("seq") stages and scans, in dependency order.
 
-    An entry is hoisted when it is stateless, outside every cycle and the mode is "scc" ("per-step"
-    hoists nothing). The other entries are packed into as few scans as dependencies allow: an entry
+    An entry is hoisted when it is stateless, outside every cycle and chosen by the mode: "scc" hoists
+    all such entries, "per-step" none, "cpu" the dense layers with at least HOIST_MIN_WEIGHTS weights. The other entries are packed into as few scans as dependencies allow: an entry
     joins scan k when everything it reads is computed in scan k or earlier, or by a hoisted entry that
     runs before scan k.
     """
@@ -177,7 +182,7 @@ def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
         e = entries[group[0]]
         srcs = [s for n in group for s, _ in entries[n].inputs if s not in group]
         acyclic = len(group) == 1 and not any(s == e.name for s, _ in e.inputs)
-        if acyclic and not e.stateful and mode == "scc":
+        if acyclic and not e.stateful and _hoist(e, mode):
             hoisted.add(e.name)
             avail[e.name] = max([scan_of.get(s, avail.get(s, 0)) for s in srcs], default=0)
             continue
@@ -191,3 +196,9 @@ def _stages(entries: dict[str, Entry], mode: str) -> tuple[Stage, ...]:
         if scan:
             stages.append(Stage("scan", scan))
     return tuple(stages)
+
+
+def _hoist(e: Entry, mode: str) -> bool:
+    if mode == "cpu":
+        return e.kind in ("Affine", "Linear") and math.prod(e.in_shape) * math.prod(e.shape) >= HOIST_MIN_WEIGHTS
+    return mode == "scc"

@@ -84,7 +84,7 @@ def test_scc_schedule_matches_per_step(name):
     and output allclose."""
     g = ALL_GRAPHS[name]()
     x = sample_input(g, 40)
-    scc, per_step = compile_(g).model, compile_(g, schedule="per-step").model
+    scc, per_step = compile_(g, schedule="scc").model, compile_(g, schedule="per-step").model
     assert len(per_step.schedule.stages) == 1
     names = sorted(dict(scc.schedule.names))
     runs = [eqx.filter_jit(lambda m, x: m(x, record=names))(m, x) for m in (scc, per_step)]
@@ -95,6 +95,19 @@ def test_scc_schedule_matches_per_step(name):
         np.testing.assert_allclose(rec1[key], rec2[key], rtol=1e-6, atol=1e-6, err_msg=key)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), y1, y2)
     assert sum(float(np.abs(rec1[k]).sum()) for k in spiking_names(g)) > 0 or not spiking_names(g)
+
+
+def test_cpu_schedule_hoists_only_large_dense_layers():
+    """schedule="cpu" applies a dense layer of >= 32768 weights to the whole sequence (its own "seq"
+    stage), keeps a small one in the scan, and gives the per-step schedule's results."""
+    g = chain(200, ("big", nir.Linear(np.random.default_rng(0).normal(0, 0.3, (200, 200)).astype(np.float32))),
+              ("lif1", lif(200)), ("small", nir.Linear(np.full((3, 200), 0.05, np.float32))), ("lif2", lif(3)),
+              out_shape=3)
+    x = (np.random.default_rng(1).random((30, 200)) < 0.3).astype(np.float32)
+    cpu, per_step = compile_(g, schedule="cpu").model, compile_(g, schedule="per-step").model
+    seq = [s.entries for s in cpu.schedule.stages if s.kind == "seq"]
+    assert seq == [("lif1/dense",)]  # canonicalize+fuse made big+lif1 one node; its dense part is hoisted
+    np.testing.assert_array_equal(cpu(x), per_step(x))
 
 
 # ----------------------------------------------------------------------------- API
