@@ -32,13 +32,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("rockpool")
 pytest.importorskip("nirtorch")
 
-import jax
-import jax.numpy as jnp
 import nir
 from rockpool.nn.combinators import Sequential
 from rockpool.nn.modules import LIFNeuronTorch, LIFTorch, LinearTorch, from_nir, to_nir
 
-import nircomp
+from peertools import assert_spikes, assert_trace, run_with_states
 
 DT = 1e-3
 # rockpool/parameters.py passes copy=False to np.array of torch tensors, which numpy 2 warns about
@@ -76,31 +74,7 @@ def _peer(graph: nir.NIRGraph, x: np.ndarray, record: str | None = None):
 
 
 def _ours(graph, x: np.ndarray, dt: float = DT, **options):
-    """nircomp's model of `graph` on x [B, T, N] (vmapped over the batch): (spikes [B, T, ...], node -> its
-    neuron state after every step [B, T, ...], from `model.step`)."""
-    model = nircomp.compile(copy.deepcopy(graph), dt=dt, convention="rockpool", **options).model
-
-    def run(xs):
-        def body(s, x_t):
-            s, _ = model.step(s, x_t)
-            return s, s["state"]
-        return model(xs), jax.lax.scan(body, model.init_state(), xs)[1]
-
-    y, states = jax.jit(jax.vmap(run))(jnp.asarray(x))
-    names = dict(model.schedule.names)
-    return np.asarray(y), {node: states[entry] for node, entry in names.items() if entry in states}
-
-
-def _assert_spikes(ours, peer):
-    assert ours.shape == peer.shape
-    flips = np.mean(ours != peer)
-    assert flips <= 1e-3, f"{flips:.2%} of the spike counts differ"
-    assert 0.02 < np.mean(peer > 0) < 0.9, "the test input should make the network spike, not saturate it"
-
-
-def _assert_trace(ours, peer):
-    ours, peer = np.asarray(ours), np.asarray(peer)
-    np.testing.assert_allclose(ours, peer, rtol=1e-5, atol=1e-5 * np.abs(peer).max())
+    return run_with_states(graph, x, dt=dt, convention="rockpool", **options)
 
 
 def _spikes_in(shape, seed, p=0.3):
@@ -133,9 +107,9 @@ def test_cubalif_chain_matches_peer_spikes_and_traces():
     x = _spikes_in((5,), seed=1)
     y_peer, (i_peer, v_peer) = _peer(graph, x, record="1_LIFTorch")
     y, states = _ours(graph, x)
-    _assert_spikes(y, y_peer)
-    _assert_trace(states["1_LIFTorch"][0], i_peer)
-    _assert_trace(states["1_LIFTorch"][1], v_peer)
+    assert_spikes(y, y_peer)
+    assert_trace(states["1_LIFTorch"][0], i_peer)
+    assert_trace(states["1_LIFTorch"][1], v_peer)
     assert np.asarray(states["1_LIFTorch"][2]).max() >= 2, "some step should emit several spikes"
     _, after_decay = _ours(graph, x, decayed_input=())  # the input added after the decay: other currents
     assert not np.allclose(after_decay["1_LIFTorch"][0], i_peer, rtol=1e-5, atol=1e-5 * np.abs(i_peer).max())
@@ -185,9 +159,9 @@ def test_recurrent_subgraph_matches_peer():
     x = _spikes_in((5,), seed=7)
     y_peer, (i_peer, v_peer) = _peer(graph, x, record="rnn")
     y, states = _ours(graph, x)
-    _assert_spikes(y, y_peer)
-    _assert_trace(states["rnn.lif"][0], i_peer)
-    _assert_trace(states["rnn.lif"][1], v_peer)
+    assert_spikes(y, y_peer)
+    assert_trace(states["rnn.lif"][0], i_peer)
+    assert_trace(states["rnn.lif"][1], v_peer)
     graph.nodes["rnn"].nodes["w_rec"].weight[:] = 0.0  # the recurrence matters: without it, other spikes
     assert np.mean(_ours(graph, x)[0] != y_peer) > 0.01
 
@@ -222,8 +196,8 @@ def test_lif_import_crashes_and_preset_matches_the_module_it_means():
     with torch.no_grad():
         y_peer = module(torch.from_numpy(x) @ w.T).numpy()
     y, states = _ours(graph, x)
-    _assert_spikes(y, y_peer)
-    _assert_trace(states["1_LIFNeuronTorch"][0], module._record_dict["vmem"].numpy())
+    assert_spikes(y, y_peer)
+    assert_trace(states["1_LIFNeuronTorch"][0], module._record_dict["vmem"].numpy())
 
 
 def _li_graph(tau, r) -> nir.NIRGraph:
@@ -243,7 +217,7 @@ def test_li_matches_peer():
     x = _spikes_in((4,), seed=11)
     y_peer, _ = _peer(graph, x)
     y, _ = _ours(graph, x)
-    _assert_trace(y, y_peer)
+    assert_trace(y, y_peer)
     w = graph.nodes["fc"].weight
     np.testing.assert_allclose(y[0, 0], np.exp(-0.375 / tau) * (w @ x[0, 0]), rtol=1e-5)
 
@@ -278,6 +252,6 @@ def test_foreign_cubalif_parameters():
     x = _spikes_in((5,), seed=13)
     y_peer, _ = _peer(graph, x)
     y, _ = _ours(graph, x)
-    _assert_spikes(y, y_peer)
+    assert_spikes(y, y_peer)
     rest, _ = _ours(graph, x, v_leak_as="rest")
     assert np.mean(rest != y_peer) > 0.01

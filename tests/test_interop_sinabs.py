@@ -32,13 +32,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sinabs")
 pytest.importorskip("nirtorch")
 
-import jax
-import jax.numpy as jnp
 import nir
 import sinabs.layers as sl
 from sinabs import from_nir, to_nir
 
 import nircomp
+from peertools import assert_spikes, assert_trace, run_with_states
 from nircomp.errors import CompileWarning
 
 DT = 1.0  # sinabs' time unit is the step
@@ -74,31 +73,7 @@ def _peer(graph: nir.NIRGraph, x: np.ndarray, record: tuple[str, ...] = ()):
 
 
 def _ours(graph, x: np.ndarray, convention: str = "sinabs", **options):
-    """nircomp's model of `graph` on x [B, T, ...] (vmapped over the batch): (spikes [B, T, ...], node ->
-    its neuron state after every step [B, T, ...], from `model.step`)."""
-    model = nircomp.compile(copy.deepcopy(graph), dt=DT, convention=convention, **options).model
-
-    def run(xs):
-        def body(s, x_t):
-            s, _ = model.step(s, x_t)
-            return s, s["state"]
-        return model(xs), jax.lax.scan(body, model.init_state(), xs)[1]
-
-    y, states = jax.jit(jax.vmap(run))(jnp.asarray(x))
-    names = dict(model.schedule.names)
-    return np.asarray(y), {node: states[entry] for node, entry in names.items() if entry in states}
-
-
-def _assert_spikes(ours, peer):
-    assert ours.shape == peer.shape
-    flips = np.mean(ours != peer)
-    assert flips <= 1e-3, f"{flips:.2%} of the spike counts differ"
-    assert 0.02 < np.mean(peer > 0) < 0.9, "the test input should make the network spike, not saturate it"
-
-
-def _assert_trace(ours, peer):
-    ours, peer = np.asarray(ours), np.asarray(peer)
-    np.testing.assert_allclose(ours, peer, rtol=1e-5, atol=1e-5 * np.abs(peer).max())
+    return run_with_states(graph, x, dt=DT, convention=convention, **options)
 
 
 def _input(shape, seed, scale=2.0):
@@ -134,11 +109,11 @@ def test_dense_network_matches_peer():
     y_peer, v_peer = _peer(graph, x, record=("1", "3", "5"))
     y, states = _ours(graph, x)
     np.testing.assert_allclose(y, y_peer, rtol=1e-5, atol=1e-5 * np.abs(y_peer).max())  # LI output: v
-    _assert_trace(states["1"][0], v_peer["1"])
-    _assert_trace(states["3"][0], v_peer["3"])
-    _assert_trace(states["5"], v_peer["5"])
+    assert_trace(states["1"][0], v_peer["1"])
+    assert_trace(states["3"][0], v_peer["3"])
+    assert_trace(states["5"], v_peer["5"])
     spikes_lif = np.asarray(states["1"][1])
-    _assert_spikes(spikes_lif, _peer_spikes(graph, x, "1"))
+    assert_spikes(spikes_lif, _peer_spikes(graph, x, "1"))
     assert spikes_lif.max() >= 2, "some step should emit several spikes (MultiSpike)"
     floor = -np.asarray(graph.nodes["3"].v_threshold)
     assert np.any(np.isclose(v_peer["3"], floor)), "the IAF membrane should reach its floor -v_threshold"
@@ -165,7 +140,7 @@ def test_spiking_output_matches_peer_and_differs_without_multi_spikes():
     graph = _export(net, torch.from_numpy(x.reshape(B * T, 4)))
     y_peer, _ = _peer(graph, x)
     y, _ = _ours(graph, x)
-    _assert_spikes(y, y_peer)
+    assert_spikes(y, y_peer)
     assert y_peer.max() >= 2
     single, _ = _ours(graph, x, spike_count="single")
     assert np.mean(single != y_peer) > 0.01
@@ -185,8 +160,8 @@ def test_conv_pool_flatten_network_matches_peer():
     graph = _export(net, torch.from_numpy(x.reshape(B * T, 2, 8, 8)))
     y_peer, v_peer = _peer(graph, x, record=("1",))
     y, states = _ours(graph, x)
-    _assert_spikes(y, y_peer)
-    _assert_trace(states["1"][0], v_peer["1"])
+    assert_spikes(y, y_peer)
+    assert_trace(states["1"][0], v_peer["1"])
 
 
 # ----------------------------------------------------------------------------- recurrence
@@ -212,7 +187,7 @@ def test_recurrent_graph_driven_step_by_step_matches_peer():
             ys.append(y.numpy())
     y_peer = np.stack(ys, 1)
     y, _ = _ours(graph, x)
-    _assert_spikes(y, y_peer)
+    assert_spikes(y, y_peer)
     graph.nodes["rec"].weight = np.zeros((n, n), np.float32)  # the recurrence matters: without it, other spikes
     without, _ = _ours(graph, x)
     assert np.mean(without != y_peer) > 0.01
@@ -249,7 +224,7 @@ def test_ignored_parameters_of_a_foreign_graph(kind):
     x = _input((3,), seed=7, scale=1.0)
     y_peer, _ = _peer(graph, x)
     y, _ = _ours(graph, x)
-    _assert_spikes(y, y_peer)
+    assert_spikes(y, y_peer)
     honoured, _ = _ours(graph, x, honour_r=True, honour_v_reset=True)
     assert np.mean(honoured != y_peer) > 0.01
 
