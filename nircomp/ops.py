@@ -182,7 +182,7 @@ def _conv(ndim: int):
             if len(in_shape) != ndim + 1 or in_shape[0] != channels:
                 raise ShapeError(
                     f"input of shape {list(in_shape)} does not match ({channels}, "
-                    + ", ".join("N" for _ in range(ndim)) + f") from the weight's C_in*groups")
+                    + ", ".join("N" for _ in range(ndim)) + ") from the weight's C_in*groups")
             if spatial is not None and tuple(in_shape[1:]) != spatial:
                 raise ShapeError(f"input of shape {list(in_shape)} does not match input_shape {list(spatial)}")
             spatial = tuple(in_shape[1:])
@@ -302,7 +302,7 @@ def _fused(neuron: str) -> OpKind:
 
     def rule(params: Params, in_shape: Shape | None):
         dense_in, dense_out = _dense(params, in_shape)
-        neuron_in, neuron_out = base.shape({k: v for k, v in params.items() if k in base.param_names}, dense_out)
+        _, neuron_out = base.shape({k: v for k, v in params.items() if k in base.param_names}, dense_out)
         return dense_in, neuron_out
 
     return OpKind(f"Dense{neuron}", ("weight",) + base.required, {"bias": None, **base.optional}, shape=rule,
