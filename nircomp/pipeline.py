@@ -190,7 +190,14 @@ class Pipeline(tuple):
 
     @classmethod
     def parse(cls, text: str) -> Pipeline:
-        return cls(_parse_one(part) for part in _split_top(text.strip()) if part.strip())
+        """The pipeline of a string; "" is the empty pipeline, an empty entry ("a,,b") is an error."""
+        text = text.strip()
+        if not text:
+            return cls()
+        parts = _split_top(text)
+        if any(not part.strip() for part in parts):
+            raise PipelineError(f"empty pass name in pipeline {text!r} (a stray comma?)")
+        return cls(_parse_one(part) for part in parts)
 
     def __str__(self) -> str:
         return ",".join(str(p) for p in self)

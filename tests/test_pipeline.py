@@ -256,3 +256,16 @@ def test_compile_error_from_a_pass_gets_pass_and_history_filled_in(failing_passe
     err = info.value
     assert (err.pass_name, err.previous_passes, err.source) == ("refuse", ("infer-shapes",), "<NIRGraph>")
     assert str(err) == "<NIRGraph>: node 'lif' [refuse]: cannot do this"
+
+
+def test_empty_entry_in_a_pipeline_is_an_error():
+    """A stray comma leaves an empty pass name: refused with a PipelineError, never silently skipped; the
+    empty string is the empty pipeline."""
+    from nircomp.errors import PipelineError
+    from nircomp.pipeline import Pipeline
+
+    with pytest.raises(PipelineError, match="empty pass name"):
+        Pipeline.parse("verify,,infer-shapes")
+    with pytest.raises(PipelineError, match="empty pass name"):
+        Pipeline.parse("verify,")
+    assert len(Pipeline.parse("")) == 0
