@@ -118,7 +118,8 @@ def _dense(params: Params, in_shape: Shape | None) -> tuple[Shape, Shape]:
     return declared_in, out
 
 
-def _per_dim(value: Any, ndim: int, name: str) -> tuple[int, ...]:
+def per_dim(value: Any, ndim: int, name: str) -> tuple[int, ...]:
+    """An int or per-dimension parameter (stride, padding, ...) as `ndim` ints; one value applies to all."""
     arr = np.asarray(value)
     if arr.ndim == 0:
         return (int(arr),) * ndim
@@ -154,7 +155,7 @@ def conv_padding(padding: Any, ndim: int, kernel: tuple[int, ...],
             total = [d * (k - 1) for k, d in zip(kernel, dilation)]
             return tuple((t // 2, t - t // 2) for t in total)
         raise ShapeError(f"padding must be 'same', 'valid' or integers, got {padding!r}")
-    return tuple((p, p) for p in _per_dim(padding, ndim, "padding"))
+    return tuple((p, p) for p in per_dim(padding, ndim, "padding"))
 
 
 def _conv(ndim: int):
@@ -167,8 +168,8 @@ def _conv(ndim: int):
             raise ShapeError(f"groups={groups} must be positive and divide C_out={w[0]}")
         channels = w[1] * groups
         kernel = tuple(w[2:])
-        stride = _per_dim(params["stride"], ndim, "stride")
-        dilation = _per_dim(params["dilation"], ndim, "dilation")
+        stride = per_dim(params["stride"], ndim, "stride")
+        dilation = per_dim(params["dilation"], ndim, "dilation")
         pads = conv_padding(params["padding"], ndim, kernel, dilation)
         if isinstance(params["padding"], str) and params["padding"] == "same" and any(s != 1 for s in stride):
             raise ShapeError("padding='same' needs stride 1")
@@ -196,9 +197,9 @@ def _conv(ndim: int):
 
 
 def _pool(params: Params, in_shape: Shape | None) -> tuple[Shape | None, Shape | None]:
-    kernel = _per_dim(params["kernel_size"], 2, "kernel_size")
-    stride = _per_dim(params["stride"], 2, "stride")
-    pad = _per_dim(params["padding"], 2, "padding")
+    kernel = per_dim(params["kernel_size"], 2, "kernel_size")
+    stride = per_dim(params["stride"], 2, "stride")
+    pad = per_dim(params["padding"], 2, "padding")
     if in_shape is None:
         return None, None
     if len(in_shape) != 3:

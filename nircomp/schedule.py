@@ -18,7 +18,7 @@ import numpy as np
 
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
-from nircomp.ops import FUSED_KINDS, STRUCTURAL_PARAMS, conv_padding
+from nircomp.ops import FUSED_KINDS, STRUCTURAL_PARAMS, conv_padding, per_dim
 
 STATEFUL = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Delay"})
 _DENSE_PARAMS = ("weight", "bias")
@@ -74,20 +74,13 @@ def _static(op, dt: float, name: str) -> tuple[tuple[str, object], ...]:
     if op.kind in ("Conv1d", "Conv2d"):
         nd = 1 if op.kind == "Conv1d" else 2
         w = np.shape(p["weight"])
-
-        def per(v):
-            a = np.asarray(v).reshape(-1)
-            return tuple(int(x) for x in (a if a.size == nd else np.repeat(a, nd)))
-
-        dil = per(p["dilation"])
+        dil = per_dim(p["dilation"], nd, "dilation")
         pads = conv_padding(p["padding"], nd, tuple(w[2:]), dil)
-        return (("stride", per(p["stride"])), ("padding", tuple(pads)), ("dilation", dil),
+        return (("stride", per_dim(p["stride"], nd, "stride")), ("padding", tuple(pads)), ("dilation", dil),
                 ("groups", int(np.asarray(p["groups"]))))
     if op.kind in ("SumPool2d", "AvgPool2d"):
-        def per2(v):
-            a = np.asarray(v).reshape(-1)
-            return tuple(int(x) for x in (a if a.size == 2 else np.repeat(a, 2)))
-        return (("kernel", per2(p["kernel_size"])), ("stride", per2(p["stride"])), ("padding", per2(p["padding"])))
+        return tuple((key, per_dim(p[param], 2, param))
+                     for key, param in (("kernel", "kernel_size"), ("stride", "stride"), ("padding", "padding")))
     if op.kind == "Delay":
         d = np.asarray(p["delay"], dtype=np.float64) / dt
         steps = np.round(d)
