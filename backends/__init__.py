@@ -21,7 +21,7 @@ A backend is an object with a `name`, its `capabilities` and a `lower(graph, opt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -98,3 +98,16 @@ def available_backends() -> Iterable[str]:
 
     load_plugins("nircomp.backends")
     return sorted(BACKENDS)
+
+
+def inputs_by_name(x: Any, names: Sequence[str], owner: str = "graph") -> dict[str, Any]:
+    """A model's input `x` as {input name: value}: `x` itself for a graph with one Input, else a dict that
+    must hold every input. `owner` names the model in the error ("graph", "artifact")."""
+    if isinstance(x, Mapping):
+        missing = [n for n in names if n not in x]
+        if missing:
+            raise CompileError(f"missing input(s) {', '.join(missing)}; the {owner}'s inputs are {', '.join(names)}")
+        return {n: x[n] for n in names}
+    if len(names) == 1:
+        return {names[0]: x}
+    raise CompileError(f"the {owner} has {len(names)} inputs ({', '.join(names)}); pass a dict")

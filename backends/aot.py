@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nircomp.backends import Capabilities, Lowered, register_backend
+from nircomp.backends import Capabilities, Lowered, inputs_by_name, register_backend
 
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
@@ -217,17 +217,7 @@ class AotModel:
         self._exe = serialize_executable.deserialize_and_load(blob, in_tree, out_tree)
 
     def _inputs(self, x) -> dict[str, np.ndarray]:
-        names = list(self.inputs)
-        if isinstance(x, Mapping):
-            missing = [n for n in names if n not in x]
-            if missing:
-                raise CompileError(f"missing input(s) {', '.join(missing)}; the artifact's inputs are "
-                                   f"{', '.join(names)}")
-            data = {n: x[n] for n in names}
-        elif len(names) == 1:
-            data = {names[0]: x}
-        else:
-            raise CompileError(f"the artifact has {len(names)} inputs ({', '.join(names)}); pass a dict")
+        data = inputs_by_name(x, list(self.inputs), "artifact")
         n_lead = 1 + (self.batch is not None)
         fixed = [d for d in (self.batch, self.meta["time"]) if d is not None]
         out = {}

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nircomp.backends import Capabilities, register_backend
+from nircomp.backends import Capabilities, inputs_by_name, register_backend
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
 from nircomp.ops import KINDS, STRUCTURAL_PARAMS
@@ -64,16 +64,7 @@ class StepModel(eqx.Module):
         return tuple(n for stage in self.schedule.stages for n in stage.entries)
 
     def _inputs(self, x, time_axis: bool) -> dict[str, jax.Array]:
-        names = self.schedule.inputs
-        if isinstance(x, Mapping):
-            missing = [n for n in names if n not in x]
-            if missing:
-                raise CompileError(f"missing input(s) {', '.join(missing)}; the graph's inputs are {', '.join(names)}")
-            data = {n: jnp.asarray(x[n]) for n in names}
-        elif len(names) == 1:
-            data = {names[0]: jnp.asarray(x)}
-        else:
-            raise CompileError(f"the graph has {len(names)} inputs ({', '.join(names)}); pass a dict")
+        data = {n: jnp.asarray(v) for n, v in inputs_by_name(x, self.schedule.inputs).items()}
         for n, arr in data.items():
             want = self.schedule.entry(n).shape
             got = tuple(arr.shape[1:] if time_axis else arr.shape)
