@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gc
 import inspect
 import time
@@ -246,10 +247,14 @@ def _parse_one(text: str) -> BoundPass:
     return info.bind(**options)
 
 
+@functools.cache
+def _pipelines_toml() -> str:
+    return resources.files("nircomp").joinpath("pipelines.toml").read_text()
+
+
 def named_pipelines() -> dict[str, dict[str, Any]]:
-    """The named pipelines of `nircomp/pipelines.toml` (one table per solver)."""
-    text = resources.files("nircomp").joinpath("pipelines.toml").read_text()
-    return tomllib.loads(text)
+    """The named pipelines of `nircomp/pipelines.toml` (one table per solver); the file is read once."""
+    return tomllib.loads(_pipelines_toml())
 
 
 def resolve_pipeline(pipeline: str | Sequence[BoundPass] | None, solver: str = "auto") -> Pipeline:
