@@ -3,6 +3,7 @@ from nircomp.passes import (  # noqa: F401
     canonicalize,
     checks,
     fuse,
+    hardware,
     recurrence,
     select_solver,
     shapes,
