@@ -5,11 +5,11 @@ from __future__ import annotations
 import nir
 import numpy as np
 import pytest
-from graphs import cubalif, chain
+from graphs import chain, cubalif
+from nircomp.passes.hardware import quantize
 
 import nircomp
 from nircomp.errors import CheckError, CompileError
-from nircomp.passes.hardware import quantize
 
 PRE = "verify,infer-shapes,fuse-affine-cubalif"
 
