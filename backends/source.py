@@ -8,7 +8,8 @@ Backend options: out (a directory, or the path of the module file; default: a ne
 and module (the module's file name without .py, default "model").
 
 Rules:
-- Op semantics are written once: the module embeds the text of nircomp/kernels/step.py; the template
+- Op semantics are written once: the module embeds the text of nircomp/kernels/step.py (and of
+  nircomp/kernels/connectivity.py when lower-connectivity chose a kernel); the template
   templates/module.py.j2 is glue that calls the kernels exactly as nircomp/runner.py does.
 - Text from the NIR file reaches the module only as `Namespace.identifier(name)` (an ASCII identifier
   that is no keyword, builtin or name the module uses otherwise, one per name) or as a repr() literal;
@@ -42,6 +43,7 @@ from nircomp.backends import Capabilities, Lowered, register_backend
 from nircomp.backends.equinox import STEP_KINDS, EquinoxBackend, StepModel
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
+from nircomp.kernels import connectivity
 from nircomp.kernels import step as kernels
 from nircomp.runner import _NEURONS
 from nircomp.schedule import Entry, Schedule
@@ -117,7 +119,9 @@ def literal(value: Any) -> str:
 def split_kernels(module=kernels) -> tuple[list[str], str]:
     """(lines of the import block, body) of a kernel module's text: the body is everything after it.
 
-    Raises CompileError when the module imports anything but KERNEL_IMPORTS or imports below its top.
+    Imports of sibling kernel modules (`from nircomp.kernels.step import dense`) are left out of the block:
+    the module embeds their text too. Raises CompileError when the module imports anything but
+    KERNEL_IMPORTS and nircomp.kernels, or imports below its top.
     """
     text = inspect.getsource(module)
     tree = ast.parse(text)
@@ -126,16 +130,37 @@ def split_kernels(module=kernels) -> tuple[list[str], str]:
     while body and isinstance(body[0], (ast.Import, ast.ImportFrom)):
         head.append(body.pop(0))
     lines = text.splitlines()
+    sibling = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("nircomp.kernels.") and node in head:
+                sibling.append(node)
+                continue
             bad = [m for m in mods if m.split(".")[0] not in KERNEL_IMPORTS]
             if bad or node not in head:
                 raise CompileError(f"{module.__name__} line {node.lineno}: kernels may import only "
-                                   f"{', '.join(sorted(KERNEL_IMPORTS))}, at the top of the module")
-    block = lines[head[0].lineno - 1:head[-1].end_lineno] if head else []
+                                   f"{', '.join(sorted(KERNEL_IMPORTS))} and nircomp.kernels, at the top of "
+                                   "the module")
+    drop = {i for node in sibling for i in range(node.lineno - 1, node.end_lineno)}
+    block = [lines[i] for i in range(head[0].lineno - 1, head[-1].end_lineno) if i not in drop] if head else []
+    while block and not block[-1].strip():
+        block.pop()
     start = head[-1].end_lineno if head else 0
     return block, "\n".join(lines[start:]).strip("\n")
+
+
+def _kernel_text(schedule: Schedule) -> tuple[list[str], str, list[str]]:
+    """(import lines, text, source files) of the kernels a module embeds: nircomp/kernels/step.py, and
+    nircomp/kernels/connectivity.py after it when an entry runs a connectivity kernel."""
+    sparse = any(dict(e.static).get("connectivity") for e in schedule.entries)
+    modules = [kernels, connectivity] if sparse else [kernels]
+    imports, bodies = [], []
+    for module in modules:
+        block, body = split_kernels(module)
+        imports += [line for line in block if line not in imports or not line.strip()]
+        bodies.append(body)
+    return imports, "\n\n\n".join(bodies), [f"nircomp/kernels/{m.__name__.rsplit('.', 1)[1]}.py" for m in modules]
 
 
 def _names_in(tree: ast.AST) -> set[str]:
@@ -190,7 +215,7 @@ def load_module(path: Path):
 def render(model: StepModel, source: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """The module text and its weights ({key in weights.npz: array}) for a StepModel."""
     schedule, sem = model.schedule, model.semantics
-    imports, body = split_kernels()
+    imports, body, kernel_files = _kernel_text(schedule)
     fields = [f.name for f in dataclasses.fields(sem)]  # attributes of the module's Semantics class
     reserved = (TEMPLATE_NAMES | set(fields) | _names_in(ast.parse(body))
                 | _names_in(ast.parse("\n".join(imports))))
@@ -218,7 +243,7 @@ def render(model: StepModel, source: str | None = None) -> tuple[str, dict[str, 
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, autoescape=False)
     text = env.get_template("module.py.j2").render(
-        imports=imports, kernels=body, mark=mark,
+        imports=imports, kernels=body, kernel_files=", ".join(kernel_files), mark=mark,
         source_r=literal(Path(source).name if source else "a nir.NIRGraph"), dt_r=literal(model.dt),
         semantics=[(f, literal(getattr(sem, f))) for f in fields],
         inputs=[(literal(n), literal(by[n].shape)) for n in schedule.inputs], outputs_r=literal(schedule.outputs),

@@ -13,7 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nircomp.kernels import connectivity as C
 from nircomp.kernels import step as K
+from nircomp.noise import draw, increments
 from nircomp.schedule import Entry, Schedule
 
 _NEURONS = {"I": K.integrator_step, "IF": K.if_step, "LI": K.li_step, "LIF": K.lif_step,
@@ -28,8 +30,8 @@ def _p(params: Mapping[str, Any], e: Entry) -> dict[str, Any]:
 def apply_stateless(e: Entry, p: dict, x, sem, dt):
     """A stateless kernel on x with any leading axes."""
     k = e.kind
-    if k in ("Affine", "Linear"):
-        return K.dense(p, x)
+    if k in ("Affine", "Linear"):  # the kernel lower-connectivity chose, if it ran
+        return C.connected(p, x, e.opt("connectivity"), e.opt("budget")) if e.static else K.dense(p, x)
     if k == "Scale":
         return K.scale(p, x)
     if k in ("Conv1d", "Conv2d"):
@@ -53,11 +55,12 @@ def init_entry(e: Entry, dtype, p=None, sem=None):
     return K.initial_state(e.kind, e.shape, dtype, p, sem, depth)
 
 
-def step_entry(e: Entry, p: dict, state, x, sem, dt):
+def step_entry(e: Entry, p: dict, state, x, sem, dt, noise=None):
+    """One step of a stateful entry (`noise`: its Wiener draws for this step, nircomp.noise.increments)."""
     if e.kind == "Delay":
         return K.delay_step(jnp.asarray(e.opt("steps")).reshape(e.shape), state, x)
     if e.kind in _NEURONS:
-        return _NEURONS[e.kind](p, state, x, sem, dt)
+        return _NEURONS[e.kind](p, state, x, sem, dt, noise)
     return state, apply_stateless(e, p, x, sem, dt)
 
 
@@ -88,8 +91,9 @@ def initial_state(schedule: Schedule, entries: tuple[str, ...], dtype, params=No
             "prev": {n: before_start(by[n]) for n in sorted(back_sources)}}
 
 
-def _advance(schedule: Schedule, entries, params, carry, external, sem, dt):
-    """One time step of `entries` (in order): returns the new carry and every entry's output.
+def _advance(schedule: Schedule, entries, params, carry, external, sem, dt, noise=None, draws=None):
+    """One time step of `entries` (in order): returns the new carry and every entry's output. With `noise`
+    (a nircomp.noise.Noise), `draws` are this step's (nircomp.noise.draw).
 
     With fire_timing="before-update" a spiking neuron's output is known from its state before the step: it
     is emitted first, the neuron updates after the other entries, and a back edge from or to it carries this
@@ -104,20 +108,24 @@ def _advance(schedule: Schedule, entries, params, carry, external, sem, dt):
               (out[src] if src in out else external[src]) for src, back in e.inputs]
         x = _sum(xs)
         if e.stateful:
-            state[n], out[n] = step_entry(e, _p(params, e), state[n], x, sem, dt)
+            state[n], out[n] = step_entry(e, _p(params, e), state[n], x, sem, dt, increments(noise, draws, n))
         else:
             out[n] = apply_stateless(e, _p(params, e), x, sem, dt)
     prev = {src: out[src] for src in carry["prev"]}
     return {"state": state, "prev": prev}, out
 
 
-def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: frozenset[str] = frozenset()):
+def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: frozenset[str] = frozenset(),
+        noise=None, keys=None):
     """Simulate over the time axis of `inputs` (name -> [T, *shape]); returns entry name -> [T, ...] for the
-    outputs, the entries later stages read, and the entries in `keep` (those asked for by record=)."""
+    outputs, the entries later stages read, and the entries in `keep` (those asked for by record=).
+    With `noise` (a nircomp.noise.Noise), `keys` holds one key per step."""
     values: dict[str, Any] = dict(inputs)
     # state in the promoted dtype of inputs and parameters (float32 input, float64 params: float64 carry)
     dtype = jnp.result_type(*inputs.values(), *jax.tree_util.tree_leaves(params))
     by = schedule._by_name
+    # noise for every step at once, outside the loops: one vectorised PRNG call
+    drawn = jax.vmap(lambda k: draw(noise, k, dtype))(keys) if noise else {}
     stage_of = {n: i for i, st in enumerate(schedule.stages) for n in st.entries}
     needed = set(schedule.outputs) | {src for e in schedule.entries for src, _ in e.inputs
                                       if stage_of.get(src) != stage_of.get(e.name)}
@@ -133,9 +141,13 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
         emit = [n for n in stage.entries if n in keep or n in needed]
 
         def body(carry, xs_t, stage=stage, emit=emit):
-            carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt)
+            xs_t, draws_t = xs_t if noise else (xs_t, None)
+            carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt, noise, draws_t)
             return carry, {n: out[n] for n in emit}  # only what later stages, outputs or record= read
 
-        _, ys = jax.lax.scan(body, carry0, {s: values[s] for s in external})
+        xs = {s: values[s] for s in external}
+        if noise:
+            xs = (xs, {n: drawn[n] for n in stage.entries if n in drawn})
+        _, ys = jax.lax.scan(body, carry0, xs)
         values.update(ys)
     return values

@@ -69,8 +69,18 @@ class Schedule:
         return {e.name: e for e in self.entries}
 
 
+def _connectivity(op) -> tuple[tuple[str, object], ...]:
+    """The kernel `lower-connectivity` chose for a dense op, as static options (none: the `dense` kernel)."""
+    choice = op.attrs.get("connectivity")
+    if not choice or choice["kernel"] == "dense":
+        return ()
+    return (("connectivity", choice["kernel"]), ("budget", int(choice["budget"])))
+
+
 def _static(op, dt: float, name: str) -> tuple[tuple[str, object], ...]:
     p = op.params
+    if op.kind in ("Affine", "Linear"):
+        return _connectivity(op)
     if op.kind in ("Conv1d", "Conv2d"):
         nd = 1 if op.kind == "Conv1d" else 2
         w = np.shape(p["weight"])
@@ -117,7 +127,8 @@ def build_schedule(graph: Graph, dt: float, mode: str = "scc") -> Schedule:
             dname = f"{name}/dense"
             hidden = op.output_shape  # the neuron keeps the dense output's shape
             entries[dname] = Entry(dname, "Affine" if "bias" in op.params else "Linear", name,
-                                   _param_names(op, "dense"), inputs, op.input_shape, tuple(hidden))
+                                   _param_names(op, "dense"), inputs, op.input_shape, tuple(hidden),
+                                   _connectivity(op))
             entries[name] = Entry(name, neuron, name, _param_names(op, "neuron"), ((dname, False),),
                                   tuple(hidden), op.output_shape)
             if len(op.origin) >= 2:

@@ -2,6 +2,7 @@
 from nircomp.passes import (  # noqa: F401
     canonicalize,
     checks,
+    connectivity,
     fuse,
     hardware,
     recurrence,

@@ -25,10 +25,10 @@ import jax
 import nir
 import numpy as np
 import pytest
+from conftest import EXAMPLES, ROOT
 from graphs import ALL_GRAPHS, DT, lif, sample_input, x64  # noqa: F401 (the fixture, used by name)
 
 import nircomp
-from conftest import EXAMPLES, ROOT
 from nircomp.backends import available_backends
 from nircomp.backends.source import KERNEL_IMPORTS, Namespace, split_kernels
 from nircomp.errors import CompileError
@@ -57,13 +57,20 @@ def _same(a, b) -> bool:
             and all(np.asarray(u).dtype == np.asarray(v).dtype and np.array_equal(u, v) for u, v in zip(la, lb)))
 
 
-def _base_python() -> str:
-    return getattr(sys, "_base_executable", None) or shutil.which("python3")
-
-
-# The script the isolated interpreter runs: it may import only the standard library, numpy and jax.
+# The script the isolated interpreter runs: it may import only the standard library, numpy and jax. It runs
+# in this environment's interpreter (jax must come from somewhere) with nircomp made unimportable by a
+# finder placed first on sys.meta_path, so an import of nircomp by the generated module fails.
 _RUNNER = r"""
-import importlib.util, pickle, sys
+import importlib.abc, importlib.util, pickle, sys
+
+
+class _NoNircomp(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "nircomp":
+            raise ImportError(f"{name} is hidden from this process")
+
+
+sys.meta_path.insert(0, _NoNircomp())
 try:
     import nircomp
     sys.exit("nircomp is importable: the subprocess is not isolated from it")
@@ -95,7 +102,7 @@ def test_every_graph_bitwise_equal_to_equinox_in_a_process_without_nircomp(tmp_p
         folders[name] = str(folder)
     (tmp_path / "cases.pkl").write_bytes(pickle.dumps(folders))
     # the isolated run and the reference computation below overlap
-    proc = subprocess.Popen([_base_python(), "-I", "-c", _RUNNER, str(tmp_path / "cases.pkl"),
+    proc = subprocess.Popen([sys.executable, "-I", "-c", _RUNNER, str(tmp_path / "cases.pkl"),
                              str(tmp_path / "out.pkl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path)
     try:
@@ -186,14 +193,16 @@ def test_kernels_are_embedded_once_and_verbatim(tmp_path):
 
 
 def test_kernel_modules_import_only_allowed_modules(tmp_path):
-    """Kernel modules import only jax, numpy, math and functools, at their top (so they can be embedded);
-    a kernel module importing anything else is refused."""
+    """Kernel modules import only jax, numpy, math, functools and each other (nircomp.kernels.*, whose text
+    is embedded too), at their top (so they can be embedded); a kernel module importing anything else is
+    refused."""
     for path in (ROOT / "nircomp" / "kernels").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 assert {a.name.split(".")[0] for a in node.names} <= KERNEL_IMPORTS, path
             elif isinstance(node, ast.ImportFrom):
-                assert (node.module or "").split(".")[0] in KERNEL_IMPORTS, path
+                module = node.module or ""
+                assert module.split(".")[0] in KERNEL_IMPORTS or module.startswith("nircomp.kernels."), path
     bad = tmp_path / "bad_kernels.py"
     bad.write_text('"""doc"""\n\nimport os\n\n\ndef f(x):\n    return x\n')
     spec = importlib.util.spec_from_file_location("bad_kernels", bad)

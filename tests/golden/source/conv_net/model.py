@@ -204,9 +204,18 @@ def _drive(v, u, tau, p, sem, dt, decayed=False):
     return _relax(v, leak + u, tau, sem, dt)
 
 
-def integrator_step(p, v, x, sem, dt):
+def wiener(u, noise, which, p, sem, dt, tau_key=None):
+    """u + sigma sqrt(dt) xi, the Wiener increment of state `which` ("v" or "i") over the node's step, when
+    `noise` ({which: (sigma, xi)}, xi ~ N(0, 1) drawn by the caller) holds one; else u itself."""
+    if not noise or which not in noise:
+        return u
+    sigma, xi = noise[which]
+    return u + sigma * jnp.sqrt(_step_dt(p, sem, dt, tau_key) if tau_key else dt) * xi
+
+
+def integrator_step(p, v, x, sem, dt, noise=None):
     """I: v += r x (an input spike is a unit charge)."""
-    v = v + _r(p, sem, "I") * x
+    v = wiener(v + _r(p, sem, "I") * x, noise, "v", p, sem, dt)
     return v, v
 
 
@@ -231,24 +240,26 @@ def _emit(z, z_prev, sem, dt):
     return (z_prev if sem.fire_timing == "before-update" else z) * _amp(sem, dt)
 
 
-def if_step(p, state, x, sem, dt):
+def if_step(p, state, x, sem, dt, noise=None):
     v, z_prev = state
     v = _late_reset(v, z_prev, p, sem, "IF", after_leak=False)
-    v = v + _r(p, sem, "IF") * x
+    v = wiener(v + _r(p, sem, "IF") * x, noise, "v", p, sem, dt)
     v = _late_reset(v, z_prev, p, sem, "IF", after_leak=True)
     v, z = fire(p, v, sem, dt)
     return (_floor(v, p, sem, "IF"), z), _emit(z, z_prev, sem, dt)
 
 
-def li_step(p, v, x, sem, dt):
+def li_step(p, v, x, sem, dt, noise=None):
     v = _drive(v, _r(p, sem, "LI") * x, p["tau"], p, sem, _step_dt(p, sem, dt, "tau"), "LI" in sem.decayed_input)
+    v = wiener(v, noise, "v", p, sem, dt, "tau")
     return v, v
 
 
-def lif_step(p, state, x, sem, dt):
+def lif_step(p, state, x, sem, dt, noise=None):
     v, z_prev = state
     v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=False)
     v = _drive(v, _r(p, sem, "LIF") * x, p["tau"], p, sem, _step_dt(p, sem, dt, "tau"), "LIF" in sem.decayed_input)
+    v = wiener(v, noise, "v", p, sem, dt, "tau")
     v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
     return (_floor(v, p, sem, "LIF"), z), _emit(z, z_prev, sem, dt)
@@ -285,16 +296,18 @@ def _cuba(p, i, v, x, sem, dt, kind):
     return i_new, _drive(v, r * drive, tau_mem, p, sem, dt)
 
 
-def cubali_step(p, state, x, sem, dt):
+def cubali_step(p, state, x, sem, dt, noise=None):
     i, v = state
     i, v = _cuba(p, i, v, x, sem, dt, "CubaLI")
+    i, v = wiener(i, noise, "i", p, sem, dt, "tau_mem"), wiener(v, noise, "v", p, sem, dt, "tau_mem")
     return (i, v), v
 
 
-def cubalif_step(p, state, x, sem, dt):
+def cubalif_step(p, state, x, sem, dt, noise=None):
     i, v, z_prev = state
     v = _late_reset(v, z_prev, p, sem, "CubaLIF", after_leak=False)
     i, v = _cuba(p, i, v, x, sem, dt, "CubaLIF")
+    i, v = wiener(i, noise, "i", p, sem, dt, "tau_mem"), wiener(v, noise, "v", p, sem, dt, "tau_mem")
     v = _late_reset(v, z_prev, p, sem, "CubaLIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
     return (i, _floor(v, p, sem, "CubaLIF"), z), _emit(z, z_prev, sem, dt)
@@ -574,28 +587,28 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    441: 'conv1',
-    442: 'if1',
-    443: 'conv2',
-    444: 'if2',
-    445: 'fc1',
-    446: 'if3',
-    447: 'fc2',
-    448: 'li',
-    449: 'if1',
-    450: 'if2',
-    451: 'if3',
-    452: 'li',
-    456: 'conv1',
-    457: 'if1',
-    458: 'pool1',
-    459: 'conv2',
-    460: 'if2',
-    461: 'pool2',
-    462: 'flat',
-    463: 'fc1',
+    454: 'conv1',
+    455: 'if1',
+    456: 'conv2',
+    457: 'if2',
+    458: 'fc1',
+    459: 'if3',
+    460: 'fc2',
+    461: 'li',
+    462: 'if1',
+    463: 'if2',
     464: 'if3',
-    465: 'fc2',
-    466: 'li',
-    467: 'output',
+    465: 'li',
+    469: 'conv1',
+    470: 'if1',
+    471: 'pool1',
+    472: 'conv2',
+    473: 'if2',
+    474: 'pool2',
+    475: 'flat',
+    476: 'fc1',
+    477: 'if3',
+    478: 'fc2',
+    479: 'li',
+    480: 'output',
 }
