@@ -32,10 +32,12 @@ from nircomp.ir import Graph
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can lower: solver names and op kinds."""
+    """What a backend can lower: solver names and op kinds; `noise`: whether it runs models compiled with
+    `noise=` (nircomp.noise; compile refuses the option for a backend without it)."""
 
     solvers: frozenset[str]
     kinds: frozenset[str]
+    noise: bool = False
 
     def unsupported(self, graph: Graph) -> list[tuple[str, str]]:
         """(node, kind) pairs this backend cannot lower."""
@@ -90,10 +92,10 @@ def register_backend(backend: Backend) -> Backend:
 
 def available_backends() -> Iterable[str]:
     """Names of the registered backends: the built-ins and every `nircomp.backends` plug-in."""
-    import nircomp.backends.equinox  # noqa: F401  (registers "equinox")
     import nircomp.backends.aot  # noqa: F401  (registers "aot")
-    import nircomp.backends.to_nir  # noqa: F401  (registers "nir")
+    import nircomp.backends.equinox  # noqa: F401  (registers "equinox")
     import nircomp.backends.source  # noqa: F401  (registers "source")
+    import nircomp.backends.to_nir  # noqa: F401  (registers "nir")
     from nircomp.plugins import load_plugins
 
     load_plugins("nircomp.backends")

@@ -2,7 +2,8 @@
 
 Stateless kernels take `x` with any leading axes (time, batch) before the node's own shape, so the
 scheduler can apply them to a whole `[T, ...]` sequence at once. Neuron kernels advance one step:
-`step(p, state, x, sem, dt) -> (state, y)`. `sem` is the resolved Semantics (read by attribute only).
+`step(p, state, x, sem, dt, noise=None) -> (state, y)`. `sem` is the resolved Semantics (read by attribute
+only); `noise` holds this step's Wiener draws (see `wiener`; None: none, the computation unchanged).
 Imports: jax, numpy, math only (the source backend embeds this module).
 """
 
@@ -196,9 +197,18 @@ def _drive(v, u, tau, p, sem, dt, decayed=False):
     return _relax(v, leak + u, tau, sem, dt)
 
 
-def integrator_step(p, v, x, sem, dt):
+def wiener(u, noise, which, p, sem, dt, tau_key=None):
+    """u + sigma sqrt(dt) xi, the Wiener increment of state `which` ("v" or "i") over the node's step, when
+    `noise` ({which: (sigma, xi)}, xi ~ N(0, 1) drawn by the caller) holds one; else u itself."""
+    if not noise or which not in noise:
+        return u
+    sigma, xi = noise[which]
+    return u + sigma * jnp.sqrt(_step_dt(p, sem, dt, tau_key) if tau_key else dt) * xi
+
+
+def integrator_step(p, v, x, sem, dt, noise=None):
     """I: v += r x (an input spike is a unit charge)."""
-    v = v + _r(p, sem, "I") * x
+    v = wiener(v + _r(p, sem, "I") * x, noise, "v", p, sem, dt)
     return v, v
 
 
@@ -223,24 +233,26 @@ def _emit(z, z_prev, sem, dt):
     return (z_prev if sem.fire_timing == "before-update" else z) * _amp(sem, dt)
 
 
-def if_step(p, state, x, sem, dt):
+def if_step(p, state, x, sem, dt, noise=None):
     v, z_prev = state
     v = _late_reset(v, z_prev, p, sem, "IF", after_leak=False)
-    v = v + _r(p, sem, "IF") * x
+    v = wiener(v + _r(p, sem, "IF") * x, noise, "v", p, sem, dt)
     v = _late_reset(v, z_prev, p, sem, "IF", after_leak=True)
     v, z = fire(p, v, sem, dt)
     return (_floor(v, p, sem, "IF"), z), _emit(z, z_prev, sem, dt)
 
 
-def li_step(p, v, x, sem, dt):
+def li_step(p, v, x, sem, dt, noise=None):
     v = _drive(v, _r(p, sem, "LI") * x, p["tau"], p, sem, _step_dt(p, sem, dt, "tau"), "LI" in sem.decayed_input)
+    v = wiener(v, noise, "v", p, sem, dt, "tau")
     return v, v
 
 
-def lif_step(p, state, x, sem, dt):
+def lif_step(p, state, x, sem, dt, noise=None):
     v, z_prev = state
     v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=False)
     v = _drive(v, _r(p, sem, "LIF") * x, p["tau"], p, sem, _step_dt(p, sem, dt, "tau"), "LIF" in sem.decayed_input)
+    v = wiener(v, noise, "v", p, sem, dt, "tau")
     v = _late_reset(v, z_prev, p, sem, "LIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
     return (_floor(v, p, sem, "LIF"), z), _emit(z, z_prev, sem, dt)
@@ -277,16 +289,18 @@ def _cuba(p, i, v, x, sem, dt, kind):
     return i_new, _drive(v, r * drive, tau_mem, p, sem, dt)
 
 
-def cubali_step(p, state, x, sem, dt):
+def cubali_step(p, state, x, sem, dt, noise=None):
     i, v = state
     i, v = _cuba(p, i, v, x, sem, dt, "CubaLI")
+    i, v = wiener(i, noise, "i", p, sem, dt, "tau_mem"), wiener(v, noise, "v", p, sem, dt, "tau_mem")
     return (i, v), v
 
 
-def cubalif_step(p, state, x, sem, dt):
+def cubalif_step(p, state, x, sem, dt, noise=None):
     i, v, z_prev = state
     v = _late_reset(v, z_prev, p, sem, "CubaLIF", after_leak=False)
     i, v = _cuba(p, i, v, x, sem, dt, "CubaLIF")
+    i, v = wiener(i, noise, "i", p, sem, dt, "tau_mem"), wiener(v, noise, "v", p, sem, dt, "tau_mem")
     v = _late_reset(v, z_prev, p, sem, "CubaLIF", after_leak=True)
     v, z = fire(p, v, sem, dt)
     return (i, _floor(v, p, sem, "CubaLIF"), z), _emit(z, z_prev, sem, dt)
