@@ -18,6 +18,7 @@ import numpy as np
 from nircomp.backends import Capabilities, inputs_by_name, register_backend
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
+from nircomp.noise import Noise, draw, resolve_noise
 from nircomp.ops import KINDS, STRUCTURAL_PARAMS
 from nircomp.runner import _advance, initial_state, run
 from nircomp.schedule import Schedule, build_schedule
@@ -30,18 +31,24 @@ class StepModel(eqx.Module):
     `model(x)` -> y ([T, *shape], or a dict for several Outputs);
     `model(x, record=["lif1"])` -> (y, {name: [T, *shape]}) for any node by its NIR name;
     `model.init_state()` / `model.step(state, x_t)` advance one step at a time (online use).
+    Compiled with `noise=` (nircomp.noise), every call takes a PRNG `key=`: `model(x, key=k)` steps with
+    the keys `jax.random.split(k, T)`, `model.step(state, x_t, key=k_t)` with `k_t`.
     """
 
     params: dict[str, dict[str, jax.Array]]
     schedule: Schedule = eqx.field(static=True)
     semantics: Semantics = eqx.field(static=True)
     dt: float = eqx.field(static=True)
+    noise: Noise | None = eqx.field(static=True, default=None)
 
     # ------------------------------------------------------------------ whole sequences
-    def __call__(self, x, record: Sequence[str] | None = None):
+    def __call__(self, x, record: Sequence[str] | None = None, key=None):
         inputs = self._inputs(x, time_axis=True)
         keep = frozenset(self._entry_of(name) for name in record or ())
-        values = run(self.schedule, self.params, inputs, self.semantics, self.dt, keep)
+        keys = None
+        if self._check_key(key):
+            keys = jax.random.split(key, next(iter(inputs.values())).shape[0])
+        values = run(self.schedule, self.params, inputs, self.semantics, self.dt, keep, self.noise, keys)
         y = self._outputs(values)
         if record is None:
             return y
@@ -52,14 +59,29 @@ class StepModel(eqx.Module):
         entries = self._step_entries()
         return initial_state(self.schedule, entries, dtype or jnp.result_type(float), self.params, self.semantics)
 
-    def step(self, state: Mapping[str, Any], x_t):
+    def step(self, state: Mapping[str, Any], x_t, key=None):
         """Advance every node by one step: (state, x_t [*shape] or dict) -> (state, y_t)."""
         inputs = self._inputs(x_t, time_axis=False)
+        draws = None
+        if self._check_key(key):
+            dtype = jnp.result_type(*jax.tree_util.tree_leaves(state["state"]))
+            draws = draw(self.noise, key, dtype)
         state, out = _advance(self.schedule, self._step_entries(), self.params, state, inputs, self.semantics,
-                              self.dt)
+                              self.dt, self.noise, draws)
         return state, self._outputs({**inputs, **out})
 
     # ------------------------------------------------------------------ helpers
+    def _check_key(self, key) -> bool:
+        """Whether this call draws noise: a key is required with noise, and refused without."""
+        if self.noise is None and key is not None:
+            raise CompileError("key= was given, but the model was compiled without noise",
+                               hint="compile with noise={'membrane': sigma} for a noisy model")
+        if self.noise is not None and key is None:
+            raise CompileError("the model was compiled with noise, so it needs a PRNG key: model(x, key=k)",
+                               hint="e.g. key=jax.random.PRNGKey(0); batch with jax.vmap over "
+                                    "jax.random.split(k, B)")
+        return key is not None
+
     def _step_entries(self) -> tuple[str, ...]:
         return tuple(n for stage in self.schedule.stages for n in stage.entries)
 
@@ -99,9 +121,17 @@ class EquinoxBackend:
     """Lowers a graph for the step solver to a StepModel."""
 
     name = "equinox"
-    capabilities = Capabilities(solvers=frozenset({"step"}), kinds=STEP_KINDS)
+    capabilities = Capabilities(solvers=frozenset({"step", "analytical", "hardware"}), kinds=STEP_KINDS, noise=True)
 
     def lower(self, graph: Graph, options: Mapping[str, Any]) -> StepModel:
+        if options["solver"] == "analytical":  # event-driven: nircomp.backends.event
+            from nircomp.backends.event import lower_event
+
+            return lower_event(graph, options)
+        if options["solver"] == "hardware":  # executor forward, EventProp backward: nircomp.backends.hardware
+            from nircomp.backends.hardware import lower_hardware
+
+            return lower_hardware(graph, options)
         dt = float(options["dt"])
         schedule = build_schedule(graph, dt, options.get("schedule", "scc"))
         dtype = options.get("dtype") or jnp.result_type(float)
@@ -111,7 +141,9 @@ class EquinoxBackend:
                       if k not in STRUCTURAL_PARAMS and not isinstance(v, str)}
             if floats:
                 params[name] = floats
-        return StepModel(params, schedule, options["semantics"], dt)
+        noise = options.get("noise")
+        return StepModel(params, schedule, options["semantics"], dt,
+                         None if noise is None else resolve_noise(noise, schedule))
 
 
 register_backend(EquinoxBackend())

@@ -16,14 +16,15 @@ def select_solver(graph: Graph, ctx: PassContext, *,
 
     `auto` picks `analytical` when every check it requires (pipelines.toml) passes, else `step`. An
     explicit solver whose checks fail is a CompileError naming the node and the check. When the context
-    names the solvers the target backend implements (option `available_solvers`), `auto` picks only
-    among those.
+    names the solvers it may pick (option `available_solvers`, with `analytical_excluded` saying why
+    analytical is not among them), `auto` picks only among those.
     """
     available = ctx.options.get("available_solvers")
     if solver == "auto":
         failure = _first_failure("analytical", graph, ctx)
         if available is not None and "analytical" not in available:
-            chosen, reason = "step", "the backend does not implement the analytical solver"
+            why = ctx.options.get("analytical_excluded") or "the backend does not implement the analytical solver"
+            chosen, reason = "step", f"analytical not chosen: {why}"
         elif failure is None:
             chosen, reason = "analytical", "the graph meets every check of the analytical solver"
         else:

@@ -14,7 +14,7 @@ import nircomp
 def run_with_states(graph, x: np.ndarray, *, dt: float, convention: str, **options):
     """nircomp's model of `graph` on x [B, T, ...] (vmapped over the batch): (spikes [B, T, ...], node -> its
     neuron state after every step [B, T, ...], from `model.step`)."""
-    model = nircomp.compile(copy.deepcopy(graph), dt=dt, convention=convention, **options).model
+    model = nircomp.compile(copy.deepcopy(graph), dt=dt, solver="step", convention=convention, **options).model
 
     def run(xs):
         def body(s, x_t):

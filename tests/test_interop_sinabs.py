@@ -34,10 +34,10 @@ pytest.importorskip("nirtorch")
 
 import nir
 import sinabs.layers as sl
+from peertools import assert_spikes, assert_trace, run_with_states
 from sinabs import from_nir, to_nir
 
 import nircomp
-from peertools import assert_spikes, assert_trace, run_with_states
 from nircomp.errors import CompileWarning
 
 DT = 1.0  # sinabs' time unit is the step
@@ -241,4 +241,4 @@ def test_other_dt_warns():
     """sinabs' tau is in time steps (decay exp(-1/tau)): the preset reproduces it only at dt = 1."""
     graph = _foreign(nir.IF(r=np.ones(5, np.float32), v_threshold=np.ones(5, np.float32)))
     with pytest.warns(CompileWarning, match="dt=1"):
-        nircomp.compile(graph, dt=1e-3, convention="sinabs")
+        nircomp.compile(graph, dt=1e-3, solver="step", convention="sinabs")

@@ -62,7 +62,7 @@ def _peer(graph: nir.NIRGraph, x: np.ndarray, watch: str | None = None):
 
 
 def _compile(graph: nir.NIRGraph, **options):
-    return nircomp.compile(copy.deepcopy(graph), dt=DT, convention="snntorch", **options)
+    return nircomp.compile(copy.deepcopy(graph), dt=DT, solver="step", convention="snntorch", **options)
 
 
 def _assert_spikes_match(ours, theirs):

@@ -318,7 +318,7 @@ def test_integer_valued_parameters_are_values():
                             "if": nir.IF(r=np.ones(2), v_threshold=np.array([1, 1]), v_reset=np.zeros(2)),
                             "output": nir.Output(np.array([2]))},
                      edges=[("input", "fc"), ("fc", "if"), ("if", "output")], type_check=False)
-    prog = nircomp.compile(g, dt=1e-3)
+    prog = nircomp.compile(g, dt=1e-3, solver="step")
     assert prog.ir.op("if").params["v_threshold"].dtype.kind == "i"
     y = np.asarray(prog.model(np.ones((3, 2), np.float32)))
     # IF: v += r * (W x); neuron 0 gets 2 per step (fires every step), neuron 1 gets 1 (1 > 1 is false, then 2)
