@@ -11,26 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from nircomp.errors import CheckError, CompileError
+from nircomp.hardware import quantize, weight_levels
 from nircomp.ir import Graph
 from nircomp.ops import DENSE_KINDS, FUSED_KINDS, NEURON_KINDS
 from nircomp.pipeline import PassContext, register_pass
 
 _WEIGHTED = frozenset(DENSE_KINDS) | frozenset(FUSED_KINDS)
-
-
-def weight_levels(bits: int, duplication: int) -> int:
-    """The largest integer weight a connection can take: (2^(bits-1) - 1) per synapse, times duplication."""
-    return (2 ** (bits - 1) - 1) * duplication
-
-
-def quantize(weight, scale, levels, xp=np):
-    """`weight` on the grid `scale * k`, k an integer in [-levels, levels]; returns (quantised, n_clipped).
-
-    xp: numpy or jax.numpy (the emulator quantises trained weights at every run with the scale this pass
-    fixed; weights that outgrow the range saturate, and the count says how many did)."""
-    k = xp.round(weight / scale)
-    clipped = xp.sum(xp.abs(k) > levels)
-    return xp.clip(k, -levels, levels) * scale, clipped
 
 
 @register_pass("quantize-weights")
