@@ -99,8 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="samples per call when DATA has a batch axis (default 32; a fixed-batch artifact uses "
                          "its own)")
     rn.add_argument("--progress", action="store_true", help="print a progress line even when stderr is no TTY")
+    rn.add_argument("--devices", type=_devices, metavar="all|N",
+                    help="split every chunk over N devices (or all) with jax.sharding, parameters replicated")
     _common(rn)
     return parser
+
+
+def _devices(text: str) -> str | int:
+    """--devices: "all" or a positive number."""
+    if text == "all" or (text.isdigit() and int(text) > 0):
+        return text if text == "all" else int(text)
+    raise argparse.ArgumentTypeError(f"expected 'all' or a positive number, got {text!r}")
 
 
 def _compile_options(p: argparse.ArgumentParser) -> None:
@@ -195,6 +204,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.aot:
         from nircomp.backends.aot import build
 
+        if args.solver == "auto":  # an AOT artifact exports the step solver's model
+            common["solver"] = "step"
+
         prog = nircomp.compile(args.file, backend="equinox", **common)
         written = build(prog.model, input_shape=args.input_shape, batch=args.batch, record=args.record or (),
                         platforms=tuple(p for p in (args.platforms or "").split(",") if p), out=args.output,
@@ -249,7 +261,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         runio.pyplot()  # a missing matplotlib is an error before the run, not after it
     data = runio.read_inputs(args.input, inputs, model.dt)
     n = runio.batch_of(data, inputs, time, where=args.input)
-    fn, chunk, pad = runio.chunk_runner(model, args.record, batched=n is not None, chunk=args.chunk)
+    fn, chunk, pad = runio.chunk_runner(model, args.record, batched=n is not None, chunk=args.chunk,
+                                        devices=args.devices)
     progress = n is not None and (args.progress or sys.stderr.isatty())
     outputs, recorded = runio.run_chunks(fn, data if n is not None else {k: v[None] for k, v in data.items()},
                                          n or 1, chunk, pad, progress)

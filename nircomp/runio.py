@@ -157,13 +157,22 @@ def run_chunks(fn: ChunkFn, data: Arrays, n: int, chunk: int, pad: bool = False,
     return results
 
 
-def chunk_runner(model, record, batched: bool, chunk: int) -> tuple[ChunkFn, int, bool]:
+def chunk_runner(model, record, batched: bool, chunk: int, devices=None) -> tuple[ChunkFn, int, bool]:
     """(fn, chunk size, pad) for `run_chunks` with a StepModel or an AotModel: one sample per call for
     unbatched data or an artifact without a batch axis, else `chunk` samples per call (vmapped), or
-    exactly the batch of a fixed-batch artifact (the last chunk padded)."""
+    exactly the batch of a fixed-batch artifact (the last chunk padded). `devices` ("all", a number):
+    every call splits its samples over that many devices (nircomp.sharding), one sample included."""
     from nircomp.backends.aot import AotModel
 
     rec = tuple(record)
+    if devices is not None:
+        from nircomp import sharding
+
+        if isinstance(model, AotModel):
+            call, chunk = sharding.shard_artifact(model, devices, chunk)
+            return _whole(lambda xs: call(xs, rec), list(model.outputs)), chunk, True
+        sharded = sharding.shard(model, devices)
+        return _whole(lambda xs: sharded(xs, record=rec), list(model.schedule.outputs)), chunk, False
     if isinstance(model, AotModel):
         outs = list(model.outputs)
 
