@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nircomp.backends import Capabilities, Lowered, inputs_by_name, register_backend
 
+from nircomp.backends import Capabilities, Lowered, inputs_by_name, register_backend
 from nircomp.errors import CompileError
 from nircomp.ir import Graph
 from nircomp.ops import KINDS

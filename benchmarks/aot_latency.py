@@ -39,6 +39,7 @@ def worker(mode: str, target: str, data: str, dt: float) -> dict[str, float]:
 
     if mode == "nir":
         import equinox as eqx
+
         import nircomp.backends.equinox  # the backend's import (jax, equinox) counts as import time
     else:
         from nircomp.backends.aot import load_artifact

@@ -172,9 +172,8 @@ def get_pass(name: str) -> PassInfo:
 
 def load_passes() -> dict[str, PassInfo]:
     """The registry with the built-in passes and every plug-in of the `nircomp.passes` entry-point group."""
-    from nircomp.plugins import load_plugins
-
     import nircomp.passes  # noqa: F401  (registers the built-ins)
+    from nircomp.plugins import load_plugins
 
     load_plugins("nircomp.passes")
     return PASSES

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, run_cli
 from graphs import ALL_GRAPHS, DT, sample_input
-from nircomp.backends.aot import load_artifact
 
 import nircomp
 from nircomp import runio
+from nircomp.backends.aot import load_artifact
 from nircomp.cli import main
 from nircomp.errors import CompileError
 

@@ -6,10 +6,10 @@ import nir
 import numpy as np
 import pytest
 from graphs import chain, cubalif
-from nircomp.passes.hardware import quantize
 
 import nircomp
 from nircomp.errors import CheckError, CompileError
+from nircomp.passes.hardware import quantize
 
 PRE = "verify,infer-shapes,fuse-affine-cubalif"
 

@@ -33,10 +33,9 @@ pytest.importorskip("rockpool")
 pytest.importorskip("nirtorch")
 
 import nir
+from peertools import assert_spikes, assert_trace, run_with_states
 from rockpool.nn.combinators import Sequential
 from rockpool.nn.modules import LIFNeuronTorch, LIFTorch, LinearTorch, from_nir, to_nir
-
-from peertools import assert_spikes, assert_trace, run_with_states
 
 DT = 1e-3
 # rockpool/parameters.py passes copy=False to np.array of torch tensors, which numpy 2 warns about

@@ -21,7 +21,6 @@ from nircomp.ir import Graph
 from nircomp.ops import KINDS
 from nircomp.schedule import Entry, Schedule, build_schedule
 from nircomp.semantics import resolve_semantics
-
 from nircomp_numpy_ref import kernels as K
 
 GRADIENT_ONLY = ("surrogate", "slope")  # change only gradients, which an interpreter does not compute
