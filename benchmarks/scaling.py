@@ -22,10 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from common import machine, report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from step_throughput import WORKLOADS, _time, build_graph
@@ -114,13 +115,7 @@ def main() -> None:
         return
     res = run_all(args.workloads, args.repeats, args.quick, args.rounds)
     res["rows"].sort(key=lambda r: (r["workload"], r["devices"] != "unsharded", str(r["devices"])))
-    text = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-            f"{platform.python_version()}\n\n" + table(res))
-    print(text)
-    if args.md:
-        with open(args.md, "a") as f:
-            f.write(text + "\n")
-
+    report(machine() + "\n\n" + table(res), args.md)
 
 if __name__ == "__main__":
     main()

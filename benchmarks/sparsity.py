@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -131,6 +130,9 @@ def table(res: dict) -> str:
 
 
 def main():
+    sys.path.insert(0, HERE)  # the worker runs with -P: this folder is not on sys.path by itself
+    from common import machine, report
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="T = 50, for a smoke run")
@@ -146,15 +148,7 @@ def main():
                           check=False)
     if proc.returncode:
         sys.exit(proc.stderr)
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    text = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-            f"{platform.python_version()}; load average at the end {load}\n\n"
-            + table(json.loads(proc.stdout.strip().splitlines()[-1])))
-    print(text)
-    if args.md:
-        with open(args.md, "a") as f:
-            f.write(text + "\n")
-
+    report(machine() + "\n\n" + table(json.loads(proc.stdout.strip().splitlines()[-1])), args.md)
 
 if __name__ == "__main__":
     main()

@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+
+from common import machine, report
 
 WORKLOADS = {
     "a": dict(desc="CubaLIF MLP 700-512-512-20", batch=64, T=500),
@@ -307,8 +308,7 @@ def main():
     if args.worker:
         print(json.dumps(worker(list(args.workloads), args.repeats, args.quick)))
         return
-    out = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-           f"python {platform.python_version()}"]
+    out = [machine(load=False)]
     for threads in (["1", "default"] if args.threads == "both" else [args.threads]):
         env = dict(os.environ, XLA_FLAGS=THREAD_FLAGS[threads])
         cmd = [sys.executable, __file__, "--worker", "--workloads", args.workloads, "--repeats", str(args.repeats)]
@@ -316,12 +316,7 @@ def main():
         if proc.returncode:
             sys.exit(proc.stderr)
         out.append(table(json.loads(proc.stdout.strip().splitlines()[-1]), threads))
-    text = "\n\n".join(out)
-    print(text)
-    if args.md:
-        with open(args.md, "a") as f:
-            f.write(text + "\n")
-
+    report("\n\n".join(out), args.md)
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 import time
 
 import equinox as eqx
@@ -29,15 +30,8 @@ import nircomp
 from nircomp.sharding import batch_sharding, make_mesh, replicated
 
 HERE = pathlib.Path(__file__).parent
-T, DT = 100, 1e-3
-
-
-def make_batch(key, batch: int):
-    """Poisson spikes [batch, T, 16] and labels [batch]: group `label` fires at 20 % per step, others at 2 %."""
-    k1, k2 = jax.random.split(key)
-    labels = jax.random.randint(k1, (batch,), 0, 4)
-    rates = jnp.where(jnp.arange(16)[None, :] // 4 == labels[:, None], 0.2, 0.02)
-    return (jax.random.uniform(k2, (batch, T, 16)) < rates[:, None, :]).astype(jnp.float32), labels
+sys.path.insert(0, str(HERE))
+from train_cubalif import DT, make_batch  # the same task and data
 
 
 def loss_fn(model, x, y):
