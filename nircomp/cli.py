@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--dt", type=float, metavar="DT",
                     help="time step in seconds (.nir files; default 1e-4; an artifact has its own)")
     rn.add_argument("--convention", metavar="C", help="step-solver convention for .nir files (default nir)")
+    _connectivity_option(rn)
     rn.add_argument("--record", action="extend", nargs="+", default=[], metavar="NODE",
                     help="also write these nodes' values (by NIR name)")
     rn.add_argument("-o", "--output", metavar="OUT",
@@ -119,6 +120,13 @@ def _compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convention", default="nir", metavar="C", help="step-solver convention (default nir)")
     p.add_argument("--schedule", choices=("auto", "cpu", "scc", "per-step"), default="auto",
                    help="step schedule (default auto: cpu on the CPU, scc on accelerators)")
+    _connectivity_option(p)
+
+
+def _connectivity_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connectivity", action="store_true",
+                   help="append the pass lower-connectivity: sparse/structured kernels per weight where they pay, "
+                        "the same results (compile(connectivity=True))")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -200,7 +208,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             raise CompileError("the equinox backend builds an in-memory model and writes no file",
                                hint="add --aot for an ahead-of-time artifact, or use --backend source or nir")
     common = {"dt": args.dt, "solver": args.solver, "pipeline": args.pipeline, "convention": args.convention,
-              "schedule": args.schedule}
+              "schedule": args.schedule, "connectivity": args.connectivity}
     if args.aot:
         from nircomp.backends.aot import build
 
@@ -236,8 +244,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.dt is not None and not math.isclose(args.dt, model.dt, rel_tol=1e-9):
             raise CompileError(f"{target}: compiled for dt={model.dt:g}, not --dt {args.dt:g}",
                                hint="recompile with --dt, or drop it")
-        if args.convention is not None:
-            raise CompileError(f"{target}: an artifact's convention is fixed when it is compiled; drop --convention")
+        if args.convention is not None or args.connectivity:
+            flag = "--convention" if args.convention is not None else "--connectivity"
+            raise CompileError(f"{target}: an artifact's {flag[2:]} is fixed when it is compiled; drop {flag}",
+                               hint=f"compile with `nircomp compile --aot {flag} ...`" if flag == "--connectivity"
+                               else None)
         unknown = [n for n in args.record if n not in model.recordable]
         if unknown:
             raise CompileError(f"{target}: cannot record {', '.join(map(repr, unknown))}; the artifact records "
@@ -248,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import nircomp
 
         model = nircomp.compile(target, dt=1e-4 if args.dt is None else args.dt, solver="step",
-                                convention=args.convention or "nir").model
+                                convention=args.convention or "nir", connectivity=args.connectivity).model
         for n in args.record:
             model._entry_of(n)  # an unknown or folded node is an error before any data is read
         inputs, time = {n: tuple(model.schedule.entry(n).shape) for n in model.schedule.inputs}, "T"

@@ -210,6 +210,32 @@ def test_nir_data_in_and_out(cli, tmp_path, recurrent):
     assert spikes.dtype == bool and np.array_equal(spikes, np.asarray(want[1]["lif1.lif"]) == 1)
 
 
+def test_connectivity_flag_lowers_and_keeps_results(tmp_path, monkeypatch, capsys):
+    """`run --connectivity` and `compile --connectivity` apply lower-connectivity: on a 512x512 identity
+    layer (as large as min_weights) the source module embeds the connectivity kernels, and the run's
+    outputs equal the dense run's (the identity kernel passes x through: exactly)."""
+    n = 512
+    lif = nir.LIF(tau=np.full(n, 1e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5),
+                  v_reset=np.zeros(n))
+    graph = nir.NIRGraph(nodes={"input": nir.Input(np.array([n])), "fc": nir.Linear(np.eye(n)), "lif": lif,
+                                "output": nir.Output(np.array([n]))},
+                         edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+    nir.write(tmp_path / "eye.nir", graph)
+    np.save(tmp_path / "x.npy", (np.random.default_rng(0).random((30, n)) < 0.3).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "eye.nir", "-i", "x.npy", "-o", "dense.npz"]) == 0
+    assert main(["run", "eye.nir", "-i", "x.npy", "-o", "lowered.npz", "--connectivity"]) == 0
+    dense, lowered = np.load("dense.npz"), np.load("lowered.npz")
+    assert dense["output"].any()
+    np.testing.assert_array_equal(lowered["output"], dense["output"])
+    assert main(["compile", "eye.nir", "-o", "src", "--backend", "source", "--solver", "step",
+                 "--connectivity"]) == 0
+    assert main(["compile", "eye.nir", "-o", "plain", "--backend", "source", "--solver", "step"]) == 0
+    assert "def connected(" in (tmp_path / "src" / "model.py").read_text()
+    assert "def connected(" not in (tmp_path / "plain" / "model.py").read_text()
+    capsys.readouterr()
+
+
 def test_event_binning_rule(tmp_path):
     """Events go to step floor(t/dt) (t = 3 dt exactly lands in step 3, not 2 by rounding error); events in
     one step add up; padding (idx -1, time inf) and events at or after t_max are ignored; T = t_max/dt."""
@@ -267,6 +293,8 @@ BAD = {  # name: (arguments, exit code, text of the one error line)
     "not recorded": (["run", "art", "-i", "x16.npy", "--record", "lif1"], 1, "the artifact records no node"),
     "unknown node": (["run", CHAIN, "-i", "x16.npy", "--record", "nope"], 1, "cannot record unknown node 'nope'"),
     "output format": (["run", "art", "-i", "x16.npy", "-o", "y.txt"], 1, "y.txt: unsupported output format"),
+    "connectivity of an artifact": (["run", "art", "-i", "x16.npy", "--connectivity"], 1,
+                                    "an artifact's connectivity is fixed when it is compiled"),
     "bad float": (["compile", CHAIN, "-o", "o", "--aot", "--dt", "x"], 2, "argument --dt: invalid float value"),
 }
 
