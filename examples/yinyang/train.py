@@ -87,6 +87,16 @@ def first_spikes(model, times, key=None, hidden=False):
     return jax.vmap(one)(times, jax.random.split(key, times.shape[0]))
 
 
+def _push(model, t, fired):
+    """Weight bumping (zero in value, its gradient the push): the input weights of each output neuron by
+    the fraction of samples on which it is silent, those of each hidden neuron silent on the whole batch."""
+    silent_out = jax.lax.stop_gradient(jnp.mean(~jnp.isfinite(t), axis=0))  # [3]
+    silent_hid = jax.lax.stop_gradient(~jnp.any(fired, axis=0)).astype(t.dtype)  # [120]
+    w1, w2 = model.params["lif1"]["weight"], model.params["lif2"]["weight"]
+    push = jnp.sum(silent_out @ w2) + jnp.sum(silent_hid @ w1)
+    return push - jax.lax.stop_gradient(push)
+
+
 def loss_fn(model, times, labels, key=None, xi=0.2, alpha=3e-3, beta=2.0, bump=1e-2, aux=False):
     """Cross-entropy of softmax(-t / (ξ τs)) (silent outputs count as t_max) + α (exp(t_label/(β τs)) - 1),
     plus weight bumping (Göltz et al. 2021): a silent neuron has no EventProp gradient, so the input weights
@@ -97,12 +107,7 @@ def loss_fn(model, times, labels, key=None, xi=0.2, alpha=3e-3, beta=2.0, bump=1
     t_c = jnp.minimum(t, T_MAX) / TAU_SYN
     ce = optax.softmax_cross_entropy_with_integer_labels(-t_c / xi, labels)
     t_label = jnp.take_along_axis(t_c, labels[:, None], axis=1)[:, 0]
-    silent_out = jax.lax.stop_gradient(jnp.mean(~jnp.isfinite(t), axis=0))  # [3]
-    silent_hid = jax.lax.stop_gradient(~jnp.any(fired, axis=0)).astype(t.dtype)  # [120]
-    w1, w2 = model.params["lif1"]["weight"], model.params["lif2"]["weight"]
-    push = jnp.sum(silent_out @ w2) + jnp.sum(silent_hid @ w1)
-    push = push - jax.lax.stop_gradient(push)
-    loss = jnp.mean(ce + alpha * (jnp.exp(t_label / beta) - 1.0)) - bump * push
+    loss = jnp.mean(ce + alpha * (jnp.exp(t_label / beta) - 1.0)) - bump * _push(model, t, fired)
     return (loss, jnp.sum(overflow)) if aux else loss
 
 
@@ -125,11 +130,7 @@ def mse_loss_fn(model, times, labels, key=None, bump=1e-2, aux=False, correct=0.
     t, overflow, fired = first_spikes(model, times, key, hidden=True)
     target = jnp.where(jax.nn.one_hot(labels, N_OUT) > 0, correct * TAU_SYN, wrong * TAU_SYN)
     err = jnp.sum(jnp.square((jnp.minimum(t, 2 * TAU_MEM) - target) / TAU_MEM), axis=1)
-    silent_out = jax.lax.stop_gradient(jnp.mean(~jnp.isfinite(t), axis=0))
-    silent_hid = jax.lax.stop_gradient(~jnp.any(fired, axis=0)).astype(t.dtype)
-    w1, w2 = model.params["lif1"]["weight"], model.params["lif2"]["weight"]
-    push = jnp.sum(silent_out @ w2) + jnp.sum(silent_hid @ w1)
-    loss = jnp.mean(err) - bump * (push - jax.lax.stop_gradient(push))
+    loss = jnp.mean(err) - bump * _push(model, t, fired)
     return (loss, jnp.sum(overflow)) if aux else loss
 
 
