@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nircomp.errors import CompileError
+from nircomp.ops import NEURON_KINDS
 
-NEURON_KINDS = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF"})
 CURRENT_KINDS = frozenset({"CubaLI", "CubaLIF"})
 _STATES = ("membrane", "current")
 
