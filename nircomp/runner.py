@@ -27,19 +27,21 @@ def _p(params: Mapping[str, Any], e: Entry) -> dict[str, Any]:
     return {k: node[k] for k in e.params if k in node}
 
 
-def apply_stateless(e: Entry, p: dict, x, sem, dt):
-    """A stateless kernel on x with any leading axes."""
+def apply_stateless(e: Entry, p: dict, x, sem, dt, cl_in=False, cl_out=False):
+    """A stateless kernel on x with any leading axes (`cl_in`/`cl_out`: x / the result channels-last,
+    for the kinds `channels_last` lets hold it)."""
     k = e.kind
     if k in ("Affine", "Linear"):  # the kernel lower-connectivity chose, if it ran
         return C.connected(p, x, e.opt("connectivity"), e.opt("budget")) if e.static else K.dense(p, x)
     if k == "Scale":
         return K.scale(p, x)
     if k in ("Conv1d", "Conv2d"):
-        return K.conv(p, x, e.opt("stride"), e.opt("padding"), e.opt("dilation"), e.opt("groups"))
+        return K.conv(p, x, e.opt("stride"), e.opt("padding"), e.opt("dilation"), e.opt("groups"), cl_in, cl_out)
     if k in ("SumPool2d", "AvgPool2d"):
-        return K.pool(x, e.opt("kernel"), e.opt("stride"), e.opt("padding"), k == "AvgPool2d")
+        return K.pool(x, e.opt("kernel"), e.opt("stride"), e.opt("padding"), k == "AvgPool2d", cl_out)
     if k == "Flatten":
-        return K.flatten(x, e.in_shape, e.shape, sem.flatten_order)
+        y = K.flatten(x, e.in_shape, e.shape, sem.flatten_order, cl_in)
+        return _settled(y) if cl_in else y
     if k == "Threshold":
         return K.threshold(p, x, sem, dt)
     if k in ("Identity", "Output"):
@@ -91,26 +93,78 @@ def initial_state(schedule: Schedule, entries: tuple[str, ...], dtype, params=No
             "prev": {n: before_start(by[n]) for n in sorted(back_sources)}}
 
 
-def _advance(schedule: Schedule, entries, params, carry, external, sem, dt, noise=None, draws=None):
+# ----------------------------------------------------------------------------- channels-last chains
+_CL_ELEMENTWISE = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Scale", "Threshold", "Identity"})
+_CL_AWARE = frozenset({"Conv2d", "SumPool2d", "AvgPool2d", "Flatten"})  # take either layout
+
+
+def channels_last(schedule: Schedule, entries, params) -> frozenset[str]:
+    """The entries of a scan whose outputs the loop holds channels-last ([..., H, W, C]): every Conv2d
+    (XLA:CPU convolves channels-last), and the pooling and elementwise entries (neurons, Scale, Threshold)
+    fed only by such entries, with [C, H, W] outputs and parameters that are scalars or [C, H, W]-shaped.
+    A conv chain then runs without a layout change per layer and step; values leave it channels-first."""
+    by = schedule._by_name
+
+    def can(e):
+        return len(e.shape) == 3 and bool(e.inputs) and (e.kind in ("SumPool2d", "AvgPool2d") or e.kind in
+                _CL_ELEMENTWISE and all(jnp.ndim(v) in (0, 3) for v in _p(params, e).values()))
+
+    cl = {n for n in entries if by[n].kind == "Conv2d" or can(by[n])}
+    while True:  # the largest set closed under "fed only by the set" (cycles through back edges included)
+        drop = {n for n in cl if by[n].kind != "Conv2d" and any(src not in cl for src, _ in by[n].inputs)}
+        if not drop:
+            return frozenset(cl)
+        cl -= drop
+
+
+def _to_layout(x, held_cl: bool, want_cl: bool):
+    if held_cl == want_cl:
+        return x
+    return K.to_channels_last(x) if want_cl else _settled(K.to_channels_first(x))
+
+
+def _settled(x):
+    """x materialised before its reader: XLA would otherwise fuse the layout change into the next kernel
+    in some programs and not others (a matmul then sums in another order: the sharded model would differ
+    from the one-device model in the last bit)."""
+    return jax.lax.optimization_barrier(x)
+
+
+def _cl_params(p: dict) -> dict:
+    return {k: K.to_channels_last(v) if jnp.ndim(v) == 3 else v for k, v in p.items()}
+
+
+def _cl_state(state):
+    return jax.tree_util.tree_map(K.to_channels_last, state)
+
+
+def _advance(schedule: Schedule, entries, params, carry, external, sem, dt, noise=None, draws=None,
+             cl: frozenset[str] = frozenset(), ps: Mapping[str, dict] | None = None):
     """One time step of `entries` (in order): returns the new carry and every entry's output. With `noise`
-    (a nircomp.noise.Noise), `draws` are this step's (nircomp.noise.draw).
+    (a nircomp.noise.Noise), `draws` are this step's (nircomp.noise.draw). `cl`: the entries whose outputs
+    (and state) are held channels-last (`channels_last`); `ps`: their parameters already in that layout.
 
     With fire_timing="before-update" a spiking neuron's output is known from its state before the step: it
     is emitted first, the neuron updates after the other entries, and a back edge from or to it carries this
     step's value (the neuron's own one-step lag closes the cycle, as in spyx)."""
     by = schedule._by_name
+    ps = ps or {}
     state = dict(carry["state"])
     early = {n for n in entries if sem.fire_timing == "before-update" and by[n].kind in K.SPIKING}
     out: dict[str, Any] = {n: K.emission(state[n], sem, dt) for n in early}
     for n in [n for n in entries if n not in early] + [n for n in entries if n in early]:
         e = by[n]
-        xs = [carry["prev"][src] if back and src not in early and n not in early else
-              (out[src] if src in out else external[src]) for src, back in e.inputs]
-        x = _sum(xs)
+        srcs = [(src, carry["prev"][src] if back and src not in early and n not in early else
+                 (out[src] if src in out else external[src])) for src, back in e.inputs]
+        held = [src in cl for src, _ in srcs]
+        # what this entry reads in: its own layout, or, for the kinds that take either, the inputs' own
+        want = all(held) if e.kind in _CL_AWARE else n in cl
+        x = _sum(_to_layout(v, h, want) for (_, v), h in zip(srcs, held))
+        p = ps[n] if n in ps else _p(params, e)
         if e.stateful:
-            state[n], out[n] = step_entry(e, _p(params, e), state[n], x, sem, dt, increments(noise, draws, n))
+            state[n], out[n] = step_entry(e, p, state[n], x, sem, dt, increments(noise, draws, n))
         else:
-            out[n] = apply_stateless(e, _p(params, e), x, sem, dt)
+            out[n] = apply_stateless(e, p, x, sem, dt, want, n in cl)
     prev = {src: out[src] for src in carry["prev"]}
     return {"state": state, "prev": prev}, out
 
@@ -139,13 +193,22 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
         carry0 = initial_state(schedule, stage.entries, dtype, params, sem)
 
         emit = [n for n in stage.entries if n in keep or n in needed]
+        cl = frozenset() if noise else channels_last(schedule, stage.entries, params)
+        ps = {n: _cl_params(_p(params, by[n])) for n in cl if by[n].kind != "Conv2d"}
+        carry0 = {"state": {n: _cl_state(s) if n in cl else s for n, s in carry0["state"].items()},
+                  "prev": {n: K.to_channels_last(v) if n in cl else v for n, v in carry0["prev"].items()}}
+        # a sequence only convolutions of this scan read is moved to channels-last once, not every step
+        readers = {s: [n for n in stage.entries if any(src == s for src, _ in by[n].inputs)] for s in external}
+        pre = frozenset(s for s in external if cl and values[s].ndim == 4 and
+                        all(by[n].kind == "Conv2d" for n in readers[s]))
 
-        def body(carry, xs_t, stage=stage, emit=emit):
+        def body(carry, xs_t, stage=stage, emit=emit, cl=cl, ps=ps, held=cl | pre):
             xs_t, draws_t = xs_t if noise else (xs_t, None)
-            carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt, noise, draws_t)
-            return carry, {n: out[n] for n in emit}  # only what later stages, outputs or record= read
+            carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt, noise, draws_t, held, ps)
+            # only what later stages, outputs or record= read, channels-first as every node's output is
+            return carry, {n: _to_layout(out[n], n in cl, False) for n in emit}
 
-        xs = {s: values[s] for s in external}
+        xs = {s: K.to_channels_last(values[s]) if s in pre else values[s] for s in external}
         if noise:
             xs = (xs, {n: drawn[n] for n in stage.entries if n in drawn})
         _, ys = jax.lax.scan(body, carry0, xs)

@@ -170,12 +170,13 @@ def test_conv_matches_naive_loops(case):
 
 
 @pytest.mark.parametrize("kind", ["SumPool2d", "AvgPool2d"])
-def test_pool_matches_naive_loops(kind):
-    """SumPool2d/AvgPool2d (kernel 3x2, stride 2x1, padding 1x0): window sums over the zero-padded input;
-    the average divides by the window size, padding included (PyTorch's count_include_pad default)."""
+@pytest.mark.parametrize("k,s,p", [((3, 2), (2, 1), (1, 0)), ((5, 4), (1, 2), (2, 1))])
+def test_pool_matches_naive_loops(kind, k, s, p):
+    """SumPool2d/AvgPool2d: window sums over the zero-padded input; the average divides by the window
+    size, padding included (PyTorch's count_include_pad default). A 3x2 window is summed as strided
+    slices, a 5x4 one (more than POOL_SLICES elements) by reduce_window: both paths."""
     rng = np.random.default_rng(1)
     x = _f(rng.normal(size=(3, 2, 7, 5)))
-    k, s, p = (3, 2), (2, 1), (1, 0)
     xp = np.pad(x, [(0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])])
     oh, ow = (7 + 2 * p[0] - k[0]) // s[0] + 1, (5 + 2 * p[1] - k[1]) // s[1] + 1
     want = np.zeros((3, 2, oh, ow))

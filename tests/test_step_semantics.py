@@ -110,6 +110,49 @@ def test_cpu_schedule_hoists_only_large_dense_layers():
     np.testing.assert_array_equal(cpu(x), per_step(x))
 
 
+def conv_loop() -> nir.NIRGraph:
+    """Input 2x6x6 -> Conv2d(3x3 same) -> LIF (per-neuron thresholds) -> Output, with LIF -> Conv2d(3x3
+    same) -> Scale -> back into the LIF: a convolution chain inside a cycle."""
+    rng = np.random.default_rng(5)
+    thr = _f(rng.uniform(0.4, 1.0, (2, 6, 6)))
+    node = lif((2, 6, 6))
+    node = nir.LIF(node.tau, node.r, node.v_leak, thr, node.v_reset)
+    return nir.NIRGraph(
+        nodes={"in": nir.Input(np.array([2, 6, 6])),
+               "c_in": nir.Conv2d(None, _f(rng.normal(0, 0.7, (2, 2, 3, 3))), 1, "same", 1, 1, _f(np.zeros(2))),
+               "lif": node,
+               "c_rec": nir.Conv2d(None, _f(rng.normal(0, 0.5, (2, 2, 3, 3))), 1, "same", 1, 1, _f(rng.normal(0, 0.1, 2))),
+               "gain": nir.Scale(_f(np.full((2, 6, 6), 0.8))),
+               "out": nir.Output(np.array([2, 6, 6]))},
+        edges=[("in", "c_in"), ("c_in", "lif"), ("lif", "c_rec"), ("c_rec", "gain"), ("gain", "lif"), ("lif", "out")])
+
+
+@pytest.mark.parametrize("name", ["conv2d_net", "conv_loop"])
+def test_channels_last_chains_equal_channels_first(name, monkeypatch):
+    """Inside a scan, convolution chains (conv, pooling, neurons, Scale) are held channels-last
+    ([..., H, W, C]); every node's recorded output and the outputs equal, bit for bit, the same model run
+    with every value channels-first."""
+    from nircomp import runner
+
+    g = conv_loop() if name == "conv_loop" else ALL_GRAPHS[name]()
+    x = sample_input(g, 30)
+    model = compile_(g, schedule="per-step").model
+    stage = model.schedule.stages[0].entries
+    held = runner.channels_last(model.schedule, stage, model.params)
+    want = {"conv2d_net": {"conv1", "if1", "pool1", "conv2", "lif2", "pool2"},
+            "conv_loop": {"c_in", "lif", "c_rec", "gain"}}[name]
+    assert set(held) == want
+    names = sorted(dict(model.schedule.names))
+    fn = eqx.filter_jit(lambda m, x: m(x, record=names))
+    y_cl, rec_cl = fn(model, x)
+    monkeypatch.setattr(runner, "channels_last", lambda *a: frozenset())
+    y_cf, rec_cf = eqx.filter_jit(lambda m, x: m(x, record=names))(model, x)
+    np.testing.assert_array_equal(y_cl, y_cf)
+    for key in names:
+        np.testing.assert_array_equal(rec_cl[key], rec_cf[key], err_msg=key)
+    assert float(np.abs(rec_cl["lif" if name == "conv_loop" else "if1"]).sum()) > 0
+
+
 # ----------------------------------------------------------------------------- API
 def test_jit_and_vmap():
     """filter_jit and jax.jit of a lambda give the eager result; jax.vmap over a batch equals running

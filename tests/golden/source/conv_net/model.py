@@ -106,37 +106,73 @@ def _lead(x, ndim):
     return flat, lambda y: y.reshape(lead + y.shape[1:])
 
 
-def conv(p, x, stride, padding, dilation, groups):
-    """PyTorch-convention cross-correlation (Conv1d/Conv2d), `padding` as ((lo, hi), ...) pairs."""
+def conv(p, x, stride, padding, dilation, groups, cl_in=False, cl_out=False):
+    """PyTorch-convention cross-correlation (Conv1d/Conv2d), `padding` as ((lo, hi), ...) pairs. `cl_in` /
+    `cl_out`: x / the result are channels-last ([..., *spatial, C], see `to_channels_last`)."""
     nd = len(stride)
     flat, restore = _lead(x, nd + 1)
-    # XLA:CPU convolves channels-last much faster; the layout change is internal (in and out stay NC...).
+    # XLA:CPU convolves channels-last much faster; NC... in and out are moved to and from it here.
     spatial = "HW"[:nd] if nd <= 2 else "DHW"
-    lhs = jnp.moveaxis(flat, 1, -1)
+    lhs = flat if cl_in else jnp.moveaxis(flat, 1, -1)
     rhs = jnp.moveaxis(p["weight"].astype(flat.dtype), (0, 1), (-1, -2))
     y = jax.lax.conv_general_dilated(lhs, rhs, tuple(stride), tuple(padding), rhs_dilation=tuple(dilation),
                                      feature_group_count=groups,
                                      dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
     if "bias" in p:
         y = y + p["bias"]
-    return restore(jnp.moveaxis(y, -1, 1))
+    return restore(y if cl_out else jnp.moveaxis(y, -1, 1))
 
 
-def pool(x, kernel, stride, padding, average):
-    """Sum (or average, counting padding as PyTorch does by default) pooling over the last two axes."""
-    flat, restore = _lead(x, 3)
-    window, strides = (1, 1) + tuple(kernel), (1, 1) + tuple(stride)
-    pads = ((0, 0), (0, 0)) + tuple((q, q) for q in padding)
-    y = jax.lax.reduce_window(flat, jnp.zeros((), flat.dtype), jax.lax.add, window, strides, pads)
+def to_channels_last(x):
+    """[..., C, H, W] -> [..., H, W, C]: the layout the step loop keeps convolution chains in."""
+    return jnp.moveaxis(x, -3, -1)
+
+
+def to_channels_first(x):
+    return jnp.moveaxis(x, -1, -3)
+
+
+POOL_SLICES = 16  # windows up to this many elements are summed as strided slices (see `pool`)
+
+
+def pool(x, kernel, stride, padding, average, cl=False):
+    """Sum (or average, counting padding as PyTorch does by default) pooling over the last two axes (the
+    two before the last with `cl`, channels-last).
+
+    Small windows are summed as one strided slice per window element (row-major order; reduce_window's
+    sums can differ in the last bit): XLA:CPU fuses that into one loop, where reduce_window on
+    [N, C, H, W] ran ~5x slower inside the step loop (benchmarks/RESULTS.md)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    if kh * kw > POOL_SLICES:
+        if cl:
+            return to_channels_last(pool(to_channels_first(x), kernel, stride, padding, average))
+        flat, restore = _lead(x, 3)
+        window, strides = (1, 1) + tuple(kernel), (1, 1) + tuple(stride)
+        pads = ((0, 0), (0, 0)) + tuple((q, q) for q in padding)
+        y = restore(jax.lax.reduce_window(flat, jnp.zeros((), flat.dtype), jax.lax.add, window, strides, pads))
+    else:
+        tail = 1 if cl else 0  # axes after W
+        if any(padding):
+            x = jnp.pad(x, [(0, 0)] * (x.ndim - 2 - tail) + [(q, q) for q in padding] + [(0, 0)] * tail)
+        h, w = x.shape[x.ndim - 2 - tail: x.ndim - tail]
+        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        y = None
+        for a in range(kh):
+            for b in range(kw):
+                idx = (slice(a, a + sh * (oh - 1) + 1, sh), slice(b, b + sw * (ow - 1) + 1, sw))
+                part = x[(..., *idx) + (slice(None),) * tail]
+                y = part if y is None else y + part
     if average:
         y = y / float(np.prod(kernel))
-    return restore(y)
+    return y
 
 
-def flatten(x, in_shape, out_shape, order="channels-first"):
-    """Reshape the trailing in_shape to out_shape; "channels-last" flattens a [C, H, W] input as [H, W, C]."""
-    if order == "channels-last" and len(in_shape) == 3 and len(out_shape) == 1:
-        x = jnp.moveaxis(x, -3, -1)
+def flatten(x, in_shape, out_shape, order="channels-first", cl=False):
+    """Reshape the trailing in_shape to out_shape; "channels-last" flattens a [C, H, W] input as [H, W, C].
+    `cl`: x holds the [C, H, W] input channels-last."""
+    to_vector = order == "channels-last" and len(in_shape) == 3 and len(out_shape) == 1
+    if cl != to_vector:
+        x = to_channels_first(x) if cl else to_channels_last(x)
     lead = x.shape[: x.ndim - len(in_shape)]
     return x.reshape(lead + tuple(out_shape))
 
@@ -587,28 +623,28 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    454: 'conv1',
-    455: 'if1',
-    456: 'conv2',
-    457: 'if2',
-    458: 'fc1',
-    459: 'if3',
-    460: 'fc2',
-    461: 'li',
-    462: 'if1',
-    463: 'if2',
-    464: 'if3',
-    465: 'li',
-    469: 'conv1',
-    470: 'if1',
-    471: 'pool1',
-    472: 'conv2',
-    473: 'if2',
-    474: 'pool2',
-    475: 'flat',
-    476: 'fc1',
-    477: 'if3',
-    478: 'fc2',
-    479: 'li',
-    480: 'output',
+    490: 'conv1',
+    491: 'if1',
+    492: 'conv2',
+    493: 'if2',
+    494: 'fc1',
+    495: 'if3',
+    496: 'fc2',
+    497: 'li',
+    498: 'if1',
+    499: 'if2',
+    500: 'if3',
+    501: 'li',
+    505: 'conv1',
+    506: 'if1',
+    507: 'pool1',
+    508: 'conv2',
+    509: 'if2',
+    510: 'pool2',
+    511: 'flat',
+    512: 'fc1',
+    513: 'if3',
+    514: 'fc2',
+    515: 'li',
+    516: 'output',
 }
