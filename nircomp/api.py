@@ -37,7 +37,7 @@ def compile(source: Any, dt: float = 1e-4, solver: str = "auto", backend: str = 
     noise: additive Wiener noise on neuron state, e.g. {"membrane": 0.1, "current": 0.05, "nodes": {"lif1":
     {"membrane": 0.2}}} (sigma per sqrt(time unit); see nircomp.noise); the model then takes `key=`.
     None (default): no noise, no key, the model exactly as without the option.
-    connectivity: True, or a dict of its options ({"spike_inputs": ["input"], "event_budget": 0.1, ...}),
+    connectivity: True, or a dict of its options ({"spike_inputs": ["input"], "event_budget": 0.15, ...}),
     appends the pass `lower-connectivity` to the pipeline: sparse/structured kernels per weight, with the
     same results (sums reordered). False (default): every weight runs the dense product.
     t_max, n_spikes: options of solver="analytical" (event-driven; see nircomp.backends.event.EventModel):

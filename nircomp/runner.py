@@ -27,12 +27,14 @@ def _p(params: Mapping[str, Any], e: Entry) -> dict[str, Any]:
     return {k: node[k] for k in e.params if k in node}
 
 
-def apply_stateless(e: Entry, p: dict, x, sem, dt, cl_in=False, cl_out=False):
+def apply_stateless(e: Entry, p: dict, x, sem, dt, cl_in=False, cl_out=False, scanned=False):
     """A stateless kernel on x with any leading axes (`cl_in`/`cl_out`: x / the result channels-last,
-    for the kinds `channels_last` lets hold it)."""
+    for the kinds `channels_last` lets hold it; `scanned`: x is a whole sequence a scan emitted)."""
     k = e.kind
     if k in ("Affine", "Linear"):  # the kernel lower-connectivity chose, if it ran
-        return C.connected(p, x, e.opt("connectivity"), e.opt("budget")) if e.static else K.dense(p, x)
+        if e.static:
+            return C.connected(p, x, e.opt("connectivity"), e.opt("budget"), scanned)
+        return K.dense(p, x)
     if k == "Scale":
         return K.scale(p, x)
     if k in ("Conv1d", "Conv2d"):
@@ -183,10 +185,15 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
     stage_of = {n: i for i, st in enumerate(schedule.stages) for n in st.entries}
     needed = set(schedule.outputs) | {src for e in schedule.entries for src, _ in e.inputs
                                       if stage_of.get(src) != stage_of.get(e.name)}
+    from_scan: set[str] = set()  # sequences a scan emitted (or computed from such alone)
     for stage in schedule.stages:
         if stage.kind == "seq":
             e = by[stage.entries[0]]
-            values[e.name] = apply_stateless(e, _p(params, e), _sum(values[s] for s, _ in e.inputs), sem, dt)
+            scanned = all(s in from_scan for s, _ in e.inputs)
+            values[e.name] = apply_stateless(e, _p(params, e), _sum(values[s] for s, _ in e.inputs), sem, dt,
+                                             scanned=scanned)
+            if scanned:
+                from_scan.add(e.name)
             continue
         members = set(stage.entries)
         external = sorted({s for n in stage.entries for s, _ in by[n].inputs if s not in members})
@@ -213,4 +220,5 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
             xs = (xs, {n: drawn[n] for n in stage.entries if n in drawn})
         _, ys = jax.lax.scan(body, carry0, xs)
         values.update(ys)
+        from_scan.update(ys)
     return values

@@ -35,7 +35,7 @@ TRANSPARENT_KINDS = frozenset({"Flatten", "Delay", "Identity"})
 
 
 @register_pass("lower-connectivity")
-def lower_connectivity(graph: Graph, ctx: PassContext, *, event_budget: float = 0.1, csr_density: float = 0.04,
+def lower_connectivity(graph: Graph, ctx: PassContext, *, event_budget: float = 0.15, csr_density: float = 0.04,
                        spike_inputs: tuple[str, ...] = (), min_weights: int = 262144) -> Graph:
     """Choose each Linear/Affine (and fused dense) kernel from its connectivity; record the choice and why.
 
@@ -45,8 +45,9 @@ def lower_connectivity(graph: Graph, ctx: PassContext, *, event_budget: float = 
     dense product for a call with a busier row (a call: the whole sequence of a layer the schedule applies
     to [T, ...] at once, one step in a scan). Then `csr` when no row of W has more than `csr_density` * n_in
     nonzero weights; else `dense`. Layers with fewer than `min_weights` weights stay dense. Measured on
-    XLA:CPU (one thread, 32000 rows): for 512x512 and 512x700 weights the event kernel breaks even at
-    ~0.15 n_in nonzeros per row and csr at ~0.07 n_in; 256x256 and 256x512 layers lose already at 0.1.
+    XLA:CPU (one thread, 32000 rows, benchmarks/RESULTS.md): for 512x512 and 512x700 weights the event
+    kernel costs 0.49-0.64 of the dense product at 0.135-0.156 n_in nonzeros per row (0.70-0.78 at 0.2) and
+    csr breaks even at ~0.07 n_in; 256-output layers gain less (0.92 at 0.156), hence min_weights.
     """
     inputs = set(graph.inputs())
     unknown = [n for n in spike_inputs if n not in inputs]

@@ -8,6 +8,8 @@ nonzeros per row than the budget) must also give the dense product, and so must 
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import nir
@@ -70,6 +72,8 @@ def test_kernel_equals_dense_under_jit_vmap_and_scan(kernel):
     _close(jax.jit(jax.vmap(jax.vmap(f)))(x), want, F32)
     scanned = jax.vmap(lambda xs: jax.lax.scan(lambda c, xt: (c, f(xt)), 0, xs)[1])(x)
     _close(scanned, want, F32)
+    # time_major: under vmap the rows are taken [T, B] (how a scan's output lies), the result is the same
+    _close(jax.jit(jax.vmap(lambda x: C.connected(p, x, kernel, budget, True)))(x), want, F32)
 
 
 @pytest.mark.usefixtures("x64")
@@ -192,7 +196,9 @@ def test_pass_records_kernel_and_reason():
     kernels = {name: c["kernel"] for name, c in got.items()}
     assert kernels == {"lif_eye": "identity", "lif_diag": "one-to-one", "lif_same": "all-to-all",
                        "lif_spiky": "event", "lif_sparse": "event", "li2": "dense", "fc_small": "dense"}
-    assert got["lif_spiky"]["budget"] == 7 and "'lif_same' (DenseCubaLIF) spikes" in got["lif_spiky"]["reason"]
+    n_in = g.nodes["fc_spiky"].weight.shape[1]
+    assert got["lif_spiky"]["budget"] == math.ceil(0.15 * n_in)  # the default event_budget, 0.15 of the inputs
+    assert "'lif_same' (DenseCubaLIF) spikes" in got["lif_spiky"]["reason"]
     assert "'li' is LI, which does not spike" in got["li2"]["reason"]
     assert "'li2' is DenseLI, which does not spike" in got["fc_small"]["reason"]  # 3 x 64 = 192 >= 100
     assert "connectivity={'kernel': 'identity'" in format_text(graph)
@@ -258,6 +264,17 @@ def test_every_graph_matches_dense(name):
     jax.tree.map(lambda a, b: _close(a, b, F32), _with_pass(graph).model(x, record=names), ref(x, record=names))
 
 
+def test_batched_graph_with_hoisted_sparse_layers_matches_dense():
+    """Under jax.vmap with every layer on whole sequences (schedule="scc"), the event kernels of layers fed
+    by a scan take their rows time-major: the batch's outputs and recorded nodes match the plain compile."""
+    graph = ALL_GRAPHS["cubalif_chain"]()
+    x = np.stack([sample_input(graph, T=30, seed=s) for s in range(4)])
+    ref = nircomp.compile(graph, dt=DT, solver="step", schedule="scc").model
+    names = [n for n, _ in ref.schedule.names]
+    got = jax.vmap(lambda x: _with_pass(graph, schedule="scc").model(x, record=names))(x)
+    jax.tree.map(lambda a, b: _close(a, b, F32), got, jax.vmap(lambda x: ref(x, record=names))(x))
+
+
 @pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("name", ["cubalif_chain", "recurrent", "conv1d_net", "stateless_cycle"])
 def test_graph_matches_dense_in_float64(name):
@@ -301,7 +318,7 @@ def test_inspect_shows_the_choice_and_nir_drops_it(cli, examples_dir, tmp_path):
     path = examples_dir / "cubalif_chain.nir"
     out = cli("inspect", path, "--pipeline", STEP + ",lower-connectivity{min_weights=0 spike_inputs=input}")
     assert out.returncode == 0, out.stderr
-    assert "connectivity={'kernel': 'event', 'budget': 2, 'reason': \"input 'input' (Input) spikes" in out.stdout
+    assert "connectivity={'kernel': 'event', 'budget': 3, 'reason': \"input 'input' (Input) spikes" in out.stdout
     nircomp.compile(path, dt=DT, solver="step", backend="nir", out=tmp_path / "x.nir",
                     connectivity={"spike_inputs": ["input"], "min_weights": 0})
     assert not any(op.attrs for _, op in nircomp.load(tmp_path / "x.nir").ops())
