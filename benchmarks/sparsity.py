@@ -48,11 +48,14 @@ def build(density: float):
 
 
 def _race(fns: dict, x, repeats: int) -> dict:
-    """{name: (compile s, median wall s, median CPU s)}: each function once per round, rounds interleaved.
-    CPU time (process time, all threads) is what other processes on a busy machine do not inflate."""
+    """{name: (compile s, median wall s, median CPU s, median minor page faults)}: each function once per
+    round, rounds interleaved. CPU time (process time, all threads) is what other processes on a busy
+    machine do not inflate; page faults count the fresh memory a call touches."""
+    import resource
+
     import jax
 
-    first, wall, cpu = {}, {k: [] for k in fns}, {k: [] for k in fns}
+    first, wall, cpu, faults = {}, {k: [] for k in fns}, {k: [] for k in fns}, {k: [] for k in fns}
     for name, f in fns.items():
         t0 = time.perf_counter()
         jax.block_until_ready(f(x))
@@ -60,10 +63,12 @@ def _race(fns: dict, x, repeats: int) -> dict:
     for _ in range(repeats):
         for name, f in fns.items():
             t0, c0 = time.perf_counter(), time.process_time()
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             jax.block_until_ready(f(x))
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-    return {k: (first[k], sorted(wall[k])[repeats // 2], sorted(cpu[k])[repeats // 2]) for k in fns}
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return {k: (first[k], *(sorted(v[k])[repeats // 2] for v in (wall, cpu, faults))) for k in fns}
 
 
 def worker(repeats: int, quick: bool) -> dict:
@@ -104,8 +109,9 @@ def table(res: dict) -> str:
     lines = [(f"batch {res['batch']}, T = {res['T']}, one XLA thread; median wall time (s), and speed-ups = other "
               "time / pass time (> 1: the pass is faster), from wall and from CPU time"), "",
              ("| hidden density | input rate | dense s | pass s | spyx s | pass vs spyx | pass vs dense | dense vs spyx "
-              "| same, CPU time | kernels (fc1, fc2, fc3) | event paths (busiest row / budget) | max \\|pass - dense\\| |"),
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
+              "| same, CPU time | page faults per call, thousands (dense, pass, spyx) | kernels (fc1, fc2, fc3) "
+              "| event paths (busiest row / budget) | max \\|pass - dense\\| |"),
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|"]
     for r in res["rows"]:
         t = {k: v[1] for k, v in r["times"].items()}
         c = {k: v[2] for k, v in r["times"].items()}
@@ -118,7 +124,8 @@ def table(res: dict) -> str:
                      f"{t['spyx'] / t['dense']:.2f}x", cpu]
         else:
             cols += ["–", "–", f"{t['dense'] / t['pass']:.2f}x", "–", f"{c['dense'] / c['pass']:.2f}x (vs dense)"]
-        lines.append("| " + " | ".join(cols + [kernels, paths, f"{r['diff']:g}"]) + " |")
+        pf = ", ".join(f"{r['times'][k][3] / 1000:.0f}" for k in ("dense", "pass", "spyx") if k in r["times"])
+        lines.append("| " + " | ".join(cols + [pf, kernels, paths, f"{r['diff']:g}"]) + " |")
     compiles = {k: max(r["times"][k][0] for r in res["rows"] if k in r["times"]) for k in ("dense", "pass", "spyx")
                 if any(k in r["times"] for r in res["rows"])}
     lines.append("\nfirst call (compile + run), worst over rows: "
@@ -131,24 +138,29 @@ def table(res: dict) -> str:
 
 def main():
     sys.path.insert(0, HERE)  # the worker runs with -P: this folder is not on sys.path by itself
-    from common import machine, report
+    from common import MALLOC_MODES, machine, malloc_env, report
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="T = 50, for a smoke run")
+    ap.add_argument("--malloc", choices=[*MALLOC_MODES, "both"], default="both",
+                    help="glibc malloc at its defaults, tuned (common.TUNED_MALLOC), or both in turn")
     ap.add_argument("--md", help="append the markdown table to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.repeats, args.quick)))
         return
-    env = dict(os.environ, XLA_FLAGS=ONE_THREAD)
-    cmd = [sys.executable, "-P", os.path.abspath(__file__), "--worker", "--repeats", str(args.repeats)]
-    proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True, text=True,
-                          check=False)
-    if proc.returncode:
-        sys.exit(proc.stderr)
-    report(machine() + "\n\n" + table(json.loads(proc.stdout.strip().splitlines()[-1])), args.md)
+    out = [machine()]
+    for mode in (MALLOC_MODES if args.malloc == "both" else [args.malloc]):
+        env = dict(malloc_env(mode), XLA_FLAGS=ONE_THREAD)
+        cmd = [sys.executable, "-P", os.path.abspath(__file__), "--worker", "--repeats", str(args.repeats)]
+        proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True, text=True,
+                              check=False)
+        if proc.returncode:
+            sys.exit(proc.stderr)
+        out.append(f"malloc {mode}: " + table(json.loads(proc.stdout.strip().splitlines()[-1])))
+    report("\n\n".join(out), args.md)
 
 if __name__ == "__main__":
     main()

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-from common import machine, report
+from common import MALLOC_MODES, machine, malloc_env, report
 
 WORKLOADS = {
     "a": dict(desc="CubaLIF MLP 700-512-512-20", batch=64, T=500),
@@ -302,6 +301,8 @@ def main():
     ap.add_argument("--workloads", default="abc")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="T/10, for a smoke run")
+    ap.add_argument("--malloc", choices=[*MALLOC_MODES, "both"], default="both",
+                    help="glibc malloc at its defaults, tuned (common.TUNED_MALLOC), or both in turn")
     ap.add_argument("--md", help="append the markdown tables to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -309,13 +310,14 @@ def main():
         print(json.dumps(worker(list(args.workloads), args.repeats, args.quick)))
         return
     out = [machine(load=False)]
-    for threads in (["1", "default"] if args.threads == "both" else [args.threads]):
-        env = dict(os.environ, XLA_FLAGS=THREAD_FLAGS[threads])
-        cmd = [sys.executable, __file__, "--worker", "--workloads", args.workloads, "--repeats", str(args.repeats)]
-        proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(proc.stderr)
-        out.append(table(json.loads(proc.stdout.strip().splitlines()[-1]), threads))
+    for mode in (MALLOC_MODES if args.malloc == "both" else [args.malloc]):
+        for threads in (["1", "default"] if args.threads == "both" else [args.threads]):
+            env = dict(malloc_env(mode), XLA_FLAGS=THREAD_FLAGS[threads])
+            cmd = [sys.executable, __file__, "--worker", "--workloads", args.workloads, "--repeats", str(args.repeats)]
+            proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(proc.stderr)
+            out.append(f"malloc {mode}, " + table(json.loads(proc.stdout.strip().splitlines()[-1]), threads))
     report("\n\n".join(out), args.md)
 
 if __name__ == "__main__":
