@@ -141,6 +141,9 @@ def _same(kernel, dilation):
 
 CONV_CASES = {  # name: (in_shape, weight shape, stride, padding, dilation, groups)
     "conv2d-stride-pad": ((2, 7, 6), (3, 2, 3, 2), (2, 1), (1, 0), (1, 1), 1),
+    # strided, few input channels: run as space-to-depth (rows padded up to whole blocks, or cut)
+    "conv2d-s2d-5x5-stride2": ((2, 11, 10), (4, 2, 5, 5), (2, 2), (1, 1), (1, 1), 1),
+    "conv2d-s2d-stride3x2-cut": ((3, 13, 9), (2, 3, 3, 3), (3, 2), (0, 2), (1, 1), 1),
     "conv2d-same-dil-groups": ((4, 6, 5), (4, 2, 4, 3), (1, 1), "same", (2, 1), 2),
     "conv2d-valid": ((1, 5, 5), (2, 1, 2, 2), (1, 1), "valid", (1, 1), 1),
     "conv1d-stride-dil": ((2, 11), (3, 2, 3), (2,), (1,), (2,), 1),
