@@ -8,8 +8,6 @@ Input/Output name. Input files: `.npy` (one Input), `.npz` (one array per Input 
 from __future__ import annotations
 
 import math
-import sys
-import time
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nircomp.errors import CompileError
+from nircomp.progress import ProgressLine
 
 Arrays = dict[str, np.ndarray]
 
@@ -135,7 +134,7 @@ def run_chunks(fn: ChunkFn, data: Arrays, n: int, chunk: int, pad: bool = False,
     samples at a time; `pad`: fill the last chunk up to `chunk` (a fixed-batch artifact) and drop the
     padding. Results are gathered into [n, T, ...] host arrays; a progress line goes to stderr."""
     results: tuple[Arrays, Arrays] = ({}, {})
-    start = shown = time.perf_counter()
+    bar = ProgressLine(progress)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         xs = {k: np.asarray(v[lo:hi]) for k, v in data.items()}
@@ -147,13 +146,9 @@ def run_chunks(fn: ChunkFn, data: Arrays, n: int, chunk: int, pad: bool = False,
                 if k not in store:
                     store[k] = np.empty((n,) + v.shape[1:], v.dtype)
                 store[k][lo:hi] = v
-        if progress and (hi == n or time.perf_counter() - shown > 0.1):
-            shown = time.perf_counter()
-            sys.stderr.write(f"\rrun: {hi}/{n} samples, {-(-hi // chunk)}/{-(-n // chunk)} chunks, "
-                             f"{time.perf_counter() - start:.1f} s")
-            sys.stderr.flush()
-    if progress:
-        sys.stderr.write("\n")
+        bar.show(lambda hi=hi: f"run: {hi}/{n} samples, {-(-hi // chunk)}/{-(-n // chunk)} chunks, "
+                               f"{bar.elapsed:.1f} s", force=hi == n)
+    bar.close()
     return results
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nircomp.errors import CompileError
+from nircomp.ops import NEURON_KINDS
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,6 @@ def resolve_semantics(convention: str = "nir", **overrides: Any) -> Semantics:
                 raise CompileError(f"option {key}={kinds!r} may name only {', '.join(allowed)}")
     if not isinstance(values.get("honour_r", True), bool):
         kinds = values["honour_r"] = tuple(values["honour_r"])
-        if not set(kinds) <= {"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF"}:
-            raise CompileError(f"option honour_r={kinds!r} may name only neuron kinds (I, IF, LI, LIF, CubaLI, "
-                               f"CubaLIF)")
+        if not set(kinds) <= set(NEURON_KINDS):
+            raise CompileError(f"option honour_r={kinds!r} may name only neuron kinds ({', '.join(NEURON_KINDS)})")
     return Semantics(**values)

@@ -14,12 +14,11 @@ jax is imported on first use (importing nircomp stays light).
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nircomp.errors import CompileError
+from nircomp.progress import ProgressLine
 
 
 # ----------------------------------------------------------------------------- readouts
@@ -120,23 +119,6 @@ def _trainable(model, trainable):
     return eqx.tree_at(lambda m: m.params, spec, chosen)
 
 
-class _Progress:
-    """A progress line on stderr, rewritten at most every 0.1 s (as `nircomp run`'s)."""
-
-    def __init__(self, on: bool, epochs: int):
-        self.on, self.epochs, self.start, self.shown = on, epochs, time.perf_counter(), 0.0
-
-    def step(self, epoch: int, step: int, loss: Callable[[], float], end: bool = False) -> None:
-        """Show the latest loss (throttled), or at the end of an epoch its mean loss, closing the line."""
-        now = time.perf_counter()
-        if self.on and (end or now - self.shown > 0.1):
-            self.shown = now
-            sys.stderr.write(f"\rtrain: epoch {epoch}/{self.epochs}, step {step}, "
-                             f"{'mean loss' if end else 'loss'} {loss():.4g}, {now - self.start:.1f} s"
-                             + ("\n" if end else ""))
-            sys.stderr.flush()
-
-
 def train(model: Any, loss: Callable[..., Any], data: Iterable | Callable[[int], Iterable], optimizer: Any,
           epochs: int = 1, *, trainable: Callable[[str, str], bool] | None = None, key: Any = None,
           progress: bool = True) -> tuple[Any, dict[str, Any]]:
@@ -184,7 +166,11 @@ def train(model: Any, loss: Callable[..., Any], data: Iterable | Callable[[int],
 
     losses: list[Any] = []
     epoch_loss: list[float] = []
-    bar = _Progress(progress, epochs)
+    bar = ProgressLine(progress)
+
+    def line(epoch: int, step: int, loss: Callable[[], float], end: bool = False) -> Callable[[], str]:
+        return lambda: (f"train: epoch {epoch}/{epochs}, step {step}, {'mean loss' if end else 'loss'} "
+                        f"{loss():.4g}, {bar.elapsed:.1f} s")
     for epoch in range(1, epochs + 1):
         first = len(losses)
         for batch in (data(epoch - 1) if callable(data) else data):
@@ -193,11 +179,11 @@ def train(model: Any, loss: Callable[..., Any], data: Iterable | Callable[[int],
                 key, sub = jax.random.split(key)
             model, opt_state, value = update(model, opt_state, batch, sub)
             losses.append(value)
-            bar.step(epoch, len(losses), lambda v=value: float(v))
+            bar.show(line(epoch, len(losses), lambda v=value: float(v)))
         if len(losses) == first:
             raise CompileError(f"train: epoch {epoch} had no batches", hint="data yielded nothing")
         epoch_loss.append(float(jnp.mean(jnp.stack(losses[first:]))))
-        bar.step(epoch, len(losses), lambda: epoch_loss[-1], end=True)
-    history = {"loss": [float(v) for v in losses], "epoch_loss": epoch_loss,
-               "seconds": time.perf_counter() - bar.start}
+        bar.show(line(epoch, len(losses), lambda: epoch_loss[-1], end=True), force=True)
+        bar.close()
+    history = {"loss": [float(v) for v in losses], "epoch_loss": epoch_loss, "seconds": bar.elapsed}
     return model, history
