@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
 
 # glibc malloc settings under which freed memory stays in the process for the next call: XLA:CPU allocates
 # every temporary buffer of a call afresh, and by default glibc maps buffers over 32 MiB from the kernel and
@@ -12,6 +15,25 @@ import platform
 TUNED_MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "4000000000",
                 "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 MALLOC_MODES = ("default", "tuned")
+
+
+def add_malloc_option(ap) -> None:
+    """--malloc default|tuned|both on an argparse parser; `malloc_modes(args.malloc)` lists the chosen."""
+    ap.add_argument("--malloc", choices=[*MALLOC_MODES, "both"], default="both",
+                    help="glibc malloc at its defaults, tuned (common.TUNED_MALLOC), or both in turn")
+
+
+def malloc_modes(choice: str) -> tuple[str, ...]:
+    return MALLOC_MODES if choice == "both" else (choice,)
+
+
+def worker_result(cmd: list[str], env: dict) -> dict:
+    """Run a benchmark's worker process and return the JSON object its last output line holds; exit
+    with the worker's stderr when it fails."""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        sys.exit(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def malloc_env(mode: str, env: dict | None = None) -> dict:

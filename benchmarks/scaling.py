@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from common import machine, report
+from common import machine, report, worker_result
 
 sys.path.insert(0, str(Path(__file__).parent))
 from step_throughput import WORKLOADS, _time, build_graph
@@ -74,11 +73,7 @@ def run_all(which_list: str, repeats: int, quick: bool, rounds: int) -> dict:
             flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
             cmd = [sys.executable, __file__, "--worker", str(n), "--workloads", which_list, "--repeats",
                    str(repeats)] + (["--quick"] if quick else [])
-            proc = subprocess.run(cmd, env=dict(os.environ, XLA_FLAGS=flags.strip()), capture_output=True,
-                                  text=True, check=False)
-            if proc.returncode:
-                sys.exit(proc.stderr)
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res = worker_result(cmd, dict(os.environ, XLA_FLAGS=flags.strip()))
             for r in res["rows"]:
                 key = (r["workload"], str(r["devices"]))
                 if key not in best or r["run_s"] < best[key]["run_s"]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -138,13 +137,12 @@ def table(res: dict) -> str:
 
 def main():
     sys.path.insert(0, HERE)  # the worker runs with -P: this folder is not on sys.path by itself
-    from common import MALLOC_MODES, machine, malloc_env, report
+    from common import add_malloc_option, machine, malloc_env, malloc_modes, report, worker_result
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="T = 50, for a smoke run")
-    ap.add_argument("--malloc", choices=[*MALLOC_MODES, "both"], default="both",
-                    help="glibc malloc at its defaults, tuned (common.TUNED_MALLOC), or both in turn")
+    add_malloc_option(ap)
     ap.add_argument("--md", help="append the markdown table to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -152,14 +150,10 @@ def main():
         print(json.dumps(worker(args.repeats, args.quick)))
         return
     out = [machine()]
-    for mode in (MALLOC_MODES if args.malloc == "both" else [args.malloc]):
-        env = dict(malloc_env(mode), XLA_FLAGS=ONE_THREAD)
+    for mode in malloc_modes(args.malloc):
         cmd = [sys.executable, "-P", os.path.abspath(__file__), "--worker", "--repeats", str(args.repeats)]
-        proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True, text=True,
-                              check=False)
-        if proc.returncode:
-            sys.exit(proc.stderr)
-        out.append(f"malloc {mode}: " + table(json.loads(proc.stdout.strip().splitlines()[-1])))
+        res = worker_result(cmd + (["--quick"] if args.quick else []), dict(malloc_env(mode), XLA_FLAGS=ONE_THREAD))
+        out.append(f"malloc {mode}: " + table(res))
     report("\n\n".join(out), args.md)
 
 if __name__ == "__main__":

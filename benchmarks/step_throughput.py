@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 
-from common import MALLOC_MODES, machine, malloc_env, report
+from common import add_malloc_option, machine, malloc_env, malloc_modes, report, worker_result
 
 WORKLOADS = {
     "a": dict(desc="CubaLIF MLP 700-512-512-20", batch=64, T=500),
@@ -301,8 +300,7 @@ def main():
     ap.add_argument("--workloads", default="abc")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="T/10, for a smoke run")
-    ap.add_argument("--malloc", choices=[*MALLOC_MODES, "both"], default="both",
-                    help="glibc malloc at its defaults, tuned (common.TUNED_MALLOC), or both in turn")
+    add_malloc_option(ap)
     ap.add_argument("--md", help="append the markdown tables to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -310,14 +308,12 @@ def main():
         print(json.dumps(worker(list(args.workloads), args.repeats, args.quick)))
         return
     out = [machine(load=False)]
-    for mode in (MALLOC_MODES if args.malloc == "both" else [args.malloc]):
+    for mode in malloc_modes(args.malloc):
         for threads in (["1", "default"] if args.threads == "both" else [args.threads]):
-            env = dict(malloc_env(mode), XLA_FLAGS=THREAD_FLAGS[threads])
             cmd = [sys.executable, __file__, "--worker", "--workloads", args.workloads, "--repeats", str(args.repeats)]
-            proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True, text=True)
-            if proc.returncode:
-                sys.exit(proc.stderr)
-            out.append(f"malloc {mode}, " + table(json.loads(proc.stdout.strip().splitlines()[-1]), threads))
+            res = worker_result(cmd + (["--quick"] if args.quick else []),
+                                dict(malloc_env(mode), XLA_FLAGS=THREAD_FLAGS[threads]))
+            out.append(f"malloc {mode}, " + table(res, threads))
     report("\n\n".join(out), args.md)
 
 if __name__ == "__main__":
