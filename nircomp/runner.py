@@ -137,6 +137,7 @@ def _cl_params(p: dict) -> dict:
 
 
 def _cl_state(state):
+    """A neuron's state (an array or a tuple of arrays), or a back edge's previous output, channels-last."""
     return jax.tree_util.tree_map(K.to_channels_last, state)
 
 
@@ -202,20 +203,16 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
         emit = [n for n in stage.entries if n in keep or n in needed]
         cl = frozenset() if noise else channels_last(schedule, stage.entries, params)
         ps = {n: _cl_params(_p(params, by[n])) for n in cl if by[n].kind != "Conv2d"}
-        carry0 = {"state": {n: _cl_state(s) if n in cl else s for n, s in carry0["state"].items()},
-                  "prev": {n: K.to_channels_last(v) if n in cl else v for n, v in carry0["prev"].items()}}
-        # a sequence only convolutions of this scan read is moved to channels-last once, not every step
-        readers = {s: [n for n in stage.entries if any(src == s for src, _ in by[n].inputs)] for s in external}
-        pre = frozenset(s for s in external if cl and values[s].ndim == 4 and
-                        all(by[n].kind == "Conv2d" for n in readers[s]))
+        carry0 = {part: {n: _cl_state(v) if n in cl else v for n, v in carry0[part].items()}
+                  for part in ("state", "prev")}
 
-        def body(carry, xs_t, stage=stage, emit=emit, cl=cl, ps=ps, held=cl | pre):
+        def body(carry, xs_t, stage=stage, emit=emit, cl=cl, ps=ps):
             xs_t, draws_t = xs_t if noise else (xs_t, None)
-            carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt, noise, draws_t, held, ps)
+            carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt, noise, draws_t, cl, ps)
             # only what later stages, outputs or record= read, channels-first as every node's output is
             return carry, {n: _to_layout(out[n], n in cl, False) for n in emit}
 
-        xs = {s: K.to_channels_last(values[s]) if s in pre else values[s] for s in external}
+        xs = {s: values[s] for s in external}
         if noise:
             xs = (xs, {n: drawn[n] for n in stage.entries if n in drawn})
         _, ys = jax.lax.scan(body, carry0, xs)
