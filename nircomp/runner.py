@@ -7,6 +7,7 @@ previous-step outputs of back-edge sources. `step` advances every entry by one s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,11 +28,14 @@ def _p(params: Mapping[str, Any], e: Entry) -> dict[str, Any]:
     return {k: node[k] for k in e.params if k in node}
 
 
-def apply_stateless(e: Entry, p: dict, x, sem, dt, cl_in=False, cl_out=False, scanned=False):
+def apply_stateless(e: Entry, p: dict, x, sem, dt, cl_in=False, cl_out=False, scanned=False, bl=False):
     """A stateless kernel on x with any leading axes (`cl_in`/`cl_out`: x / the result channels-last,
-    for the kinds `channels_last` lets hold it; `scanned`: x is a whole sequence a scan emitted)."""
+    for the kinds `channels_last` lets hold it; `scanned`: x is a whole sequence a scan emitted; `bl`: x
+    and the result hold a batch as their last axis, for the kinds `batch_last` admits)."""
     k = e.kind
     if k in ("Affine", "Linear"):  # the kernel lower-connectivity chose, if it ran
+        if bl:
+            return K.dense_batch_last(p, x)
         if e.static:
             return C.connected(p, x, e.opt("connectivity"), e.opt("budget"), scanned)
         return K.dense(p, x)
@@ -95,6 +99,82 @@ def initial_state(schedule: Schedule, entries: tuple[str, ...], dtype, params=No
             "prev": {n: before_start(by[n]) for n in sorted(back_sources)}}
 
 
+# ----------------------------------------------------------------------------- batch-last scans
+_BL_KINDS = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Scale", "Threshold", "Identity", "Output",
+                       "Affine", "Linear"})
+# when a batch-last loop pays (benchmarks/RESULTS.md, "Batch-last loops"): a batch that fills the vector
+# registers, and small products, whose outputs fill them badly (W @ [n, B] against [B, n] @ W.T, one
+# thread: 2.2x at n = 38, B = 64 or 256; 1.7x at n = 16, B = 64; even at n = 64 or 128)
+BL_MIN_BATCH = 64
+BL_MAX_OUT = 64
+
+
+def batch_last(schedule: Schedule, entries) -> bool:
+    """Whether a scan stage can run with the batch as the last axis of its values under jax.vmap: it
+    holds dense products (Affine/Linear with the dense kernel) and otherwise only elementwise entries."""
+    es = [schedule._by_name[n] for n in entries]
+    dense = [e for e in es if e.kind in ("Affine", "Linear")]
+    return bool(dense) and all(e.kind in _BL_KINDS for e in es) and not any(e.static for e in dense)
+
+
+def batch_last_pays(schedule: Schedule, entries, size: int) -> bool:
+    """Whether running the stage batch-last for a batch of `size` is faster: vmap holds the batch first,
+    so a product in the loop is [B, n_in] @ W.T, whose short output axis n_out fills XLA:CPU's vector
+    registers badly; batch-last it is W @ [n_in, B]. Taken when the batch is a multiple of 16 and at least
+    BL_MIN_BATCH, every product has fewer than BL_MAX_OUT outputs, and the stage's inputs from outside
+    the loop are no larger than its products' outputs (they change layout once per call: in a loop fed
+    by a 512-wide layer the transposes cost more than a 512 -> 20 product gains)."""
+    by = schedule._by_name
+    members = set(entries)
+    outs = [math.prod(by[n].shape) for n in entries if by[n].kind in ("Affine", "Linear")]
+    inputs = sum(math.prod(by[s].shape) for s in {s for n in entries for s, _ in by[n].inputs if s not in members})
+    return size % 16 == 0 and size >= BL_MIN_BATCH and max(outs) < BL_MAX_OUT and inputs <= sum(outs)
+
+
+def _bl_params(kind: str, p: dict) -> dict:
+    """An entry's parameters against batch-last values: per-neuron arrays gain a trailing axis, so they
+    broadcast over the batch; a dense weight stays, as the left factor of W @ x."""
+    return {k: v if k == "weight" and kind in ("Affine", "Linear") or jnp.ndim(v) == 0 else v[..., None]
+            for k, v in p.items()}
+
+
+def _batched_last(scan, pays, by, ps, carry0, xs):
+    """scan(ps, carry0, xs) -> ys, whose batching (jax.vmap) runs the loop batch-last when `pays(size)`:
+    state and inputs [..., B], the per-neuron parameters [..., 1], ys moved back to batch-first. A batch
+    of parameters, an input without the batch, or a batch for which it does not pay runs the plain vmap of
+    the loop. Derivatives are those of the plain loop (custom_vmap has no reverse mode), so only the
+    batched forward pass runs batch-last."""
+    tree = jax.tree_util
+
+    @jax.custom_batching.custom_vmap
+    def f(ps, carry0, xs):
+        return scan(ps, carry0, xs)
+
+    @f.def_vmap
+    def _rule(size, in_batched, ps, carry0, xs):
+        p_b, c_b, x_b = in_batched
+        if any(tree.tree_leaves(p_b)) or not all(tree.tree_leaves(x_b)) or not pays(size):
+            ys = jax.vmap(scan, tree.tree_map(lambda b: 0 if b else None, tuple(in_batched)))(ps, carry0, xs)
+        else:
+            def last(v, batched):
+                return jnp.moveaxis(v, 0, -1) if batched else jnp.broadcast_to(v[..., None], v.shape + (size,))
+
+            ys = scan({n: _bl_params(by[n].kind, p) for n, p in ps.items()}, tree.tree_map(last, carry0, c_b),
+                      tree.tree_map(last, xs, x_b), bl=True)
+            ys = tree.tree_map(lambda y: jnp.moveaxis(y, -1, 0), ys)
+        return ys, tree.tree_map(lambda _: True, ys)
+
+    @jax.custom_jvp
+    def g(ps, carry0, xs):
+        return f(ps, carry0, xs)
+
+    @g.defjvp
+    def _plain_jvp(primals, tangents):
+        return jax.jvp(scan, primals, tangents)
+
+    return g(ps, carry0, xs)
+
+
 # ----------------------------------------------------------------------------- channels-last chains
 _CL_ELEMENTWISE = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Scale", "Threshold", "Identity"})
 _CL_AWARE = frozenset({"Conv2d", "SumPool2d", "AvgPool2d", "Flatten"})  # take either layout
@@ -142,10 +222,11 @@ def _cl_state(state):
 
 
 def _advance(schedule: Schedule, entries, params, carry, external, sem, dt, noise=None, draws=None,
-             cl: frozenset[str] = frozenset(), ps: Mapping[str, dict] | None = None):
+             cl: frozenset[str] = frozenset(), ps: Mapping[str, dict] | None = None, bl: bool = False):
     """One time step of `entries` (in order): returns the new carry and every entry's output. With `noise`
     (a nircomp.noise.Noise), `draws` are this step's (nircomp.noise.draw). `cl`: the entries whose outputs
-    (and state) are held channels-last (`channels_last`); `ps`: their parameters already in that layout.
+    (and state) are held channels-last (`channels_last`); `ps`: parameters already in the layout the step
+    holds (by entry name). `bl`: every value holds a batch as its last axis (`batch_last`).
 
     With fire_timing="before-update" a spiking neuron's output is known from its state before the step: it
     is emitted first, the neuron updates after the other entries, and a back edge from or to it carries this
@@ -167,9 +248,35 @@ def _advance(schedule: Schedule, entries, params, carry, external, sem, dt, nois
         if e.stateful:
             state[n], out[n] = step_entry(e, p, state[n], x, sem, dt, increments(noise, draws, n))
         else:
-            out[n] = apply_stateless(e, p, x, sem, dt, want, n in cl)
+            out[n] = apply_stateless(e, p, x, sem, dt, want, n in cl, bl=bl)
     prev = {src: out[src] for src in carry["prev"]}
     return {"state": state, "prev": prev}, out
+
+
+def _scan_stage(schedule: Schedule, entries, emit, params, carry0, xs, sem, dt, noise):
+    """`lax.scan` over time of one scan stage: its outputs `emit` ([T, ...] each), from the initial `carry0`
+    and the stage's inputs `xs` (with the noise draws, if `noise`)."""
+    by = schedule._by_name
+    ps = {n: _p(params, by[n]) for n in entries}
+    held_cl = frozenset() if noise else channels_last(schedule, entries, params)
+
+    def scan(ps, carry0, xs, bl=False):
+        cl = frozenset() if bl else held_cl
+        ps = {n: _cl_params(p) if n in cl and by[n].kind != "Conv2d" else p for n, p in ps.items()}
+        carry0 = {part: {n: _cl_state(v) if n in cl else v for n, v in carry0[part].items()}
+                  for part in ("state", "prev")}
+
+        def body(carry, xs_t):
+            xs_t, draws_t = xs_t if noise else (xs_t, None)
+            carry, out = _advance(schedule, entries, None, carry, xs_t, sem, dt, noise, draws_t, cl, ps, bl)
+            # only what later stages, outputs or record= read, channels-first as every node's output is
+            return carry, {n: _to_layout(out[n], n in cl, False) for n in emit}
+
+        return jax.lax.scan(body, carry0, xs)[1]
+
+    if noise or not batch_last(schedule, entries):
+        return scan(ps, carry0, xs)
+    return _batched_last(scan, lambda size: batch_last_pays(schedule, entries, size), by, ps, carry0, xs)
 
 
 def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: frozenset[str] = frozenset(),
@@ -199,23 +306,11 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
         members = set(stage.entries)
         external = sorted({s for n in stage.entries for s, _ in by[n].inputs if s not in members})
         carry0 = initial_state(schedule, stage.entries, dtype, params, sem)
-
-        emit = [n for n in stage.entries if n in keep or n in needed]
-        cl = frozenset() if noise else channels_last(schedule, stage.entries, params)
-        ps = {n: _cl_params(_p(params, by[n])) for n in cl if by[n].kind != "Conv2d"}
-        carry0 = {part: {n: _cl_state(v) if n in cl else v for n, v in carry0[part].items()}
-                  for part in ("state", "prev")}
-
-        def body(carry, xs_t, stage=stage, emit=emit, cl=cl, ps=ps):
-            xs_t, draws_t = xs_t if noise else (xs_t, None)
-            carry, out = _advance(schedule, stage.entries, params, carry, xs_t, sem, dt, noise, draws_t, cl, ps)
-            # only what later stages, outputs or record= read, channels-first as every node's output is
-            return carry, {n: _to_layout(out[n], n in cl, False) for n in emit}
-
+        emit = tuple(n for n in stage.entries if n in keep or n in needed)
         xs = {s: values[s] for s in external}
         if noise:
             xs = (xs, {n: drawn[n] for n in stage.entries if n in drawn})
-        _, ys = jax.lax.scan(body, carry0, xs)
+        ys = _scan_stage(schedule, stage.entries, emit, params, carry0, xs, sem, dt, noise)
         values.update(ys)
         from_scan.update(ys)
     return values

@@ -88,6 +88,13 @@ def dense(p, x):
     return y + p["bias"] if "bias" in p else y
 
 
+def dense_batch_last(p, x):
+    """`dense` of values holding a batch as their last axis: [..., i, B] -> [..., o, B] (the bias, if
+    any, already [o, 1])."""
+    y = jnp.einsum("oi,...ib->...ob", p["weight"], x)
+    return y + p["bias"] if "bias" in p else y
+
+
 def scale(p, x):
     return x * p["scale"]
 

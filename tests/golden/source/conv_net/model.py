@@ -95,6 +95,13 @@ def dense(p, x):
     return y + p["bias"] if "bias" in p else y
 
 
+def dense_batch_last(p, x):
+    """`dense` of values holding a batch as their last axis: [..., i, B] -> [..., o, B] (the bias, if
+    any, already [o, 1])."""
+    y = jnp.einsum("oi,...ib->...ob", p["weight"], x)
+    return y + p["bias"] if "bias" in p else y
+
+
 def scale(p, x):
     return x * p["scale"]
 
@@ -652,28 +659,28 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    519: 'conv1',
-    520: 'if1',
-    521: 'conv2',
-    522: 'if2',
-    523: 'fc1',
-    524: 'if3',
-    525: 'fc2',
-    526: 'li',
+    526: 'conv1',
     527: 'if1',
-    528: 'if2',
-    529: 'if3',
-    530: 'li',
-    534: 'conv1',
-    535: 'if1',
-    536: 'pool1',
-    537: 'conv2',
-    538: 'if2',
-    539: 'pool2',
-    540: 'flat',
-    541: 'fc1',
-    542: 'if3',
-    543: 'fc2',
-    544: 'li',
-    545: 'output',
+    528: 'conv2',
+    529: 'if2',
+    530: 'fc1',
+    531: 'if3',
+    532: 'fc2',
+    533: 'li',
+    534: 'if1',
+    535: 'if2',
+    536: 'if3',
+    537: 'li',
+    541: 'conv1',
+    542: 'if1',
+    543: 'pool1',
+    544: 'conv2',
+    545: 'if2',
+    546: 'pool2',
+    547: 'flat',
+    548: 'fc1',
+    549: 'if3',
+    550: 'fc2',
+    551: 'li',
+    552: 'output',
 }

@@ -95,6 +95,13 @@ def dense(p, x):
     return y + p["bias"] if "bias" in p else y
 
 
+def dense_batch_last(p, x):
+    """`dense` of values holding a batch as their last axis: [..., i, B] -> [..., o, B] (the bias, if
+    any, already [o, 1])."""
+    y = jnp.einsum("oi,...ib->...ob", p["weight"], x)
+    return y + p["bias"] if "bias" in p else y
+
+
 def scale(p, x):
     return x * p["scale"]
 
@@ -603,15 +610,15 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    494: 'fc1',
-    495: 'lif1',
-    496: 'fc2',
-    497: 'li2',
-    498: 'lif1',
-    499: 'li2',
-    503: 'fc1',
-    504: 'lif1',
-    505: 'fc2',
+    501: 'fc1',
+    502: 'lif1',
+    503: 'fc2',
+    504: 'li2',
+    505: 'lif1',
     506: 'li2',
-    507: 'out',
+    510: 'fc1',
+    511: 'lif1',
+    512: 'fc2',
+    513: 'li2',
+    514: 'out',
 }

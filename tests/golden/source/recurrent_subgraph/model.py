@@ -95,6 +95,13 @@ def dense(p, x):
     return y + p["bias"] if "bias" in p else y
 
 
+def dense_batch_last(p, x):
+    """`dense` of values holding a batch as their last axis: [..., i, B] -> [..., o, B] (the bias, if
+    any, already [o, 1])."""
+    y = jnp.einsum("oi,...ib->...ob", p["weight"], x)
+    return y + p["bias"] if "bias" in p else y
+
+
 def scale(p, x):
     return x * p["scale"]
 
@@ -617,18 +624,18 @@ def run(x, record=(), params=None):
 
 
 NODE_OF_LINE = {
-    500: 'fc1',
-    501: 'lif1.lif',
-    502: 'fc2',
-    503: 'li2',
-    504: 'lif1.w_rec',
-    505: 'lif1.lif',
-    506: 'li2',
-    507: 'lif1.w_rec',
-    511: 'fc1',
+    507: 'fc1',
+    508: 'lif1.lif',
+    509: 'fc2',
+    510: 'li2',
+    511: 'lif1.w_rec',
     512: 'lif1.lif',
-    513: 'fc2',
-    514: 'li2',
-    515: 'lif1.w_rec',
-    516: 'output',
+    513: 'li2',
+    514: 'lif1.w_rec',
+    518: 'fc1',
+    519: 'lif1.lif',
+    520: 'fc2',
+    521: 'li2',
+    522: 'lif1.w_rec',
+    523: 'output',
 }
