@@ -270,7 +270,7 @@ def _in_place_loop(body, carry0, xs, emit, free):
     loop) of its shape and dtype: step t reads its input there before writing its output there. XLA then
     updates the buffers in place: no zero-filled buffer per output, no second sequence buffer for such an
     input, and under jax.vmap the batch stays the leading axis (lax.scan's batching puts time first,
-    transposing the inputs and outputs). Measured: 7 % on the conv net, 4-8 % and a quarter fewer page
+    transposing the inputs and outputs). Measured: 7 % on the conv net, 0-8 % and a quarter fewer page
     faults on the sparse MLP (benchmarks/RESULTS.md)."""
     tree = jax.tree_util
     steps = tree.tree_leaves(xs)[0].shape[0]
