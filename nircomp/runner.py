@@ -30,8 +30,9 @@ def _p(params: Mapping[str, Any], e: Entry) -> dict[str, Any]:
 
 def apply_stateless(e: Entry, p: dict, x, sem, dt, cl_in=False, cl_out=False, scanned=False, bl=False):
     """A stateless kernel on x with any leading axes (`cl_in`/`cl_out`: x / the result channels-last,
-    for the kinds `channels_last` lets hold it; `scanned`: x is a whole sequence a scan emitted; `bl`: x
-    and the result hold a batch as their last axis, for the kinds `batch_last` admits)."""
+    for the kinds `channels_last` lets hold it; `scanned`: x is a whole sequence lax.scan emitted, which
+    lies time-major under jax.vmap; `bl`: x and the result hold a batch as their last axis, for the kinds
+    `batch_last` admits)."""
     k = e.kind
     if k in ("Affine", "Linear"):  # the kernel lower-connectivity chose, if it ran
         if bl:

@@ -22,7 +22,7 @@ SAMPLE = 16  # the event kernel first counts the nonzeros of every SAMPLE-th sli
 def connected(p, x, kernel, budget, time_major=False):
     """W x (+ b) by `kernel` ("identity", "one-to-one", "all-to-all", "csr" or "event"); `budget`: the
     most nonzeros per row the sparse kernels handle (of W's rows for "csr", of x's rows for "event").
-    `time_major`: x comes out of a scan, so under jax.vmap it lies in memory as [T, B, ...] (see `_sparse`)."""
+    `time_major`: x comes out of lax.scan, so under jax.vmap it lies in memory as [T, B, ...] (see `_sparse`)."""
     y = _connected(kernel, budget, time_major, p["weight"], x)
     return y + p["bias"] if "bias" in p else y
 
@@ -81,9 +81,11 @@ def _connected_jvp(kernel, budget, time_major, primals, tangents):
 def _sparse(kernel, budget, time_major=False):
     """The sparse kernel as a function of (w, x) whose batching treats a vmapped batch axis of x as one more
     leading axis, so its run-time checks stay one decision for the whole batch (a batched `lax.cond` would
-    run both branches). With `time_major`, a batched [B, T, ..., n] x is taken as [T, B, ..., n]: what a
-    scan emits lies in memory that way, and the next scan reads it that way, so XLA moves no data for the
-    layout, where batch-major rows cost a transpose of the result (5-10 % of the sparse model's time)."""
+    run both branches). With `time_major`, a batched [B, T, ..., n] x is taken as [T, B, ..., n]: what
+    lax.scan emits lies in memory that way, and the next lax.scan reads it that way, so XLA moves no data
+    for the layout, where batch-major rows cost a transpose of the result (5-10 % of the sparse model's
+    time). Only the step solver's loops with noise are lax.scans; its in-place loops keep the batch first
+    (nircomp.runner._in_place_loop)."""
 
     @jax.custom_batching.custom_vmap
     def f(w, x):
