@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from nircomp.kernels import connectivity as C
 from nircomp.kernels import step as K
 from nircomp.noise import draw, increments
+from nircomp.ops import DENSE_KINDS, NEURON_KINDS
 from nircomp.schedule import Entry, Schedule
 
 _NEURONS = {"I": K.integrator_step, "IF": K.if_step, "LI": K.li_step, "LIF": K.lif_step,
@@ -34,7 +35,7 @@ def apply_stateless(e: Entry, p: dict, x, sem, dt, cl_in=False, cl_out=False, sc
     lies time-major under jax.vmap; `bl`: x and the result hold a batch as their last axis, for the kinds
     `batch_last` admits)."""
     k = e.kind
-    if k in ("Affine", "Linear"):  # the kernel lower-connectivity chose, if it ran
+    if k in DENSE_KINDS:  # the kernel lower-connectivity chose, if it ran
         if bl:
             return K.dense_batch_last(p, x)
         if e.static:
@@ -101,8 +102,9 @@ def initial_state(schedule: Schedule, entries: tuple[str, ...], dtype, params=No
 
 
 # ----------------------------------------------------------------------------- batch-last scans
-_BL_KINDS = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Scale", "Threshold", "Identity", "Output",
-                       "Affine", "Linear"})
+# the kinds that act elementwise, and so take values in either layout of a loop (channels- or batch-last)
+_ELEMENTWISE = frozenset(NEURON_KINDS) | {"Scale", "Threshold", "Identity"}
+_BL_KINDS = _ELEMENTWISE | {"Output"} | frozenset(DENSE_KINDS)
 # when a batch-last loop pays (benchmarks/RESULTS.md, "Batch-last loops"): a batch that fills the vector
 # registers, and small products, whose outputs fill them badly (W @ [n, B] against [B, n] @ W.T, one
 # thread: 2.2x at n = 38, B = 64 or 256; 1.7x at n = 16, B = 64; even at n = 64 or 128)
@@ -114,7 +116,7 @@ def batch_last(schedule: Schedule, entries) -> bool:
     """Whether a scan stage can run with the batch as the last axis of its values under jax.vmap: it
     holds dense products (Affine/Linear with the dense kernel) and otherwise only elementwise entries."""
     es = [schedule._by_name[n] for n in entries]
-    dense = [e for e in es if e.kind in ("Affine", "Linear")]
+    dense = [e for e in es if e.kind in DENSE_KINDS]
     return bool(dense) and all(e.kind in _BL_KINDS for e in es) and not any(e.static for e in dense)
 
 
@@ -127,7 +129,7 @@ def batch_last_pays(schedule: Schedule, entries, size: int) -> bool:
     by a 512-wide layer the transposes cost more than a 512 -> 20 product gains)."""
     by = schedule._by_name
     members = set(entries)
-    outs = [math.prod(by[n].shape) for n in entries if by[n].kind in ("Affine", "Linear")]
+    outs = [math.prod(by[n].shape) for n in entries if by[n].kind in DENSE_KINDS]
     inputs = sum(math.prod(by[s].shape) for s in {s for n in entries for s, _ in by[n].inputs if s not in members})
     return size % 16 == 0 and size >= BL_MIN_BATCH and max(outs) < BL_MAX_OUT and inputs <= sum(outs)
 
@@ -135,7 +137,7 @@ def batch_last_pays(schedule: Schedule, entries, size: int) -> bool:
 def _bl_params(kind: str, p: dict) -> dict:
     """An entry's parameters against batch-last values: per-neuron arrays gain a trailing axis, so they
     broadcast over the batch; a dense weight stays, as the left factor of W @ x."""
-    return {k: v if k == "weight" and kind in ("Affine", "Linear") or jnp.ndim(v) == 0 else v[..., None]
+    return {k: v if k == "weight" and kind in DENSE_KINDS or jnp.ndim(v) == 0 else v[..., None]
             for k, v in p.items()}
 
 
@@ -184,7 +186,6 @@ def _forward_only(fast, scan):
 
 
 # ----------------------------------------------------------------------------- channels-last chains
-_CL_ELEMENTWISE = frozenset({"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "Scale", "Threshold", "Identity"})
 _CL_AWARE = frozenset({"Conv2d", "SumPool2d", "AvgPool2d", "Flatten"})  # take either layout
 
 
@@ -197,7 +198,7 @@ def channels_last(schedule: Schedule, entries, params) -> frozenset[str]:
 
     def can(e):
         return len(e.shape) == 3 and bool(e.inputs) and (e.kind in ("SumPool2d", "AvgPool2d") or e.kind in
-                _CL_ELEMENTWISE and all(jnp.ndim(v) in (0, 3) for v in _p(params, e).values()))
+                _ELEMENTWISE and all(jnp.ndim(v) in (0, 3) for v in _p(params, e).values()))
 
     cl = {n for n in entries if by[n].kind == "Conv2d" or can(by[n])}
     while True:  # the largest set closed under "fed only by the set" (cycles through back edges included)
