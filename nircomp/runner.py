@@ -169,18 +169,18 @@ def _batch_last_vmap(plain, scan, pays, by):
     return f
 
 
-def _forward_only(fast, scan):
-    """`fast` for evaluation, and the derivatives of `scan`, the plain loop computing the same values:
-    neither the in-place loop (its carry holds whole sequences, which reverse mode would store at every
-    step) nor custom_vmap (no reverse mode) is differentiated."""
+def _forward_only(fast, plain):
+    """`fast` for evaluation, and the derivatives of `plain`, computing the same values: neither the
+    in-place loop nor the chunks of time (their carries hold whole sequences, which reverse mode would
+    store at every step) nor custom_vmap (no reverse mode) is differentiated."""
 
     @jax.custom_jvp
-    def g(ps, carry0, xs):
-        return fast(ps, carry0, xs)
+    def g(*args):
+        return fast(*args)
 
     @g.defjvp
     def _plain_jvp(primals, tangents):
-        return jax.jvp(scan, primals, tangents)
+        return jax.jvp(plain, primals, tangents)
 
     return g
 
@@ -267,7 +267,7 @@ IN_PLACE = True
 
 
 def _in_place_loop(body, carry0, xs, emit, free):
-    """lax.scan(body, carry0, xs)[1] as a fori_loop that writes each step's outputs into whole-sequence
+    """lax.scan(body, carry0, xs) as a fori_loop that writes each step's outputs into whole-sequence
     buffers it carries. An output takes over the buffer of an input in `free` (read by no one after the
     loop) of its shape and dtype: step t reads its input there before writing its output there. XLA then
     updates the buffers in place: no zero-filled buffer per output, no second sequence buffer for such an
@@ -293,13 +293,13 @@ def _in_place_loop(body, carry0, xs, emit, free):
         carry, out = body(carry, xs_t)
         return carry, {n: jax.lax.dynamic_update_index_in_dim(bufs[n], out[n], t, 0) for n in emit}
 
-    return jax.lax.fori_loop(0, steps, step, (carry0, bufs))[1]
+    return jax.lax.fori_loop(0, steps, step, (carry0, bufs))
 
 
 def _scan_stage(schedule: Schedule, entries, emit, params, carry0, xs, sem, dt, noise, free=()):
-    """One scan stage over time: its outputs `emit` ([T, ...] each) from the initial `carry0` and the
-    stage's inputs `xs` (with the noise draws, if `noise`). `free`: the inputs no one reads after this
-    stage, whose buffers the outputs may take over (`_in_place_loop`)."""
+    """One scan stage over time: (the final carry, its outputs `emit` ([T, ...] each)) from the initial
+    `carry0` and the stage's inputs `xs` (with the noise draws, if `noise`). `free`: the inputs no one reads
+    after this stage, whose buffers the outputs may take over (`_in_place_loop`)."""
     by = schedule._by_name
     ps = {n: _p(params, by[n]) for n in entries}
     held_cl = frozenset() if noise else channels_last(schedule, entries, params)
@@ -320,13 +320,19 @@ def _scan_stage(schedule: Schedule, entries, emit, params, carry0, xs, sem, dt, 
 
         return body, carry0
 
+    def channels_first(carry):  # the final carry as the next chunk of time takes it (`run`)
+        return {part: {n: jax.tree_util.tree_map(K.to_channels_first, v) if n in held_cl else v
+                       for n, v in carry[part].items()} for part in ("state", "prev")}
+
     def scan(ps, carry0, xs, bl=False):
         body, carry0 = step_fn(ps, carry0, bl)
-        return jax.lax.scan(body, carry0, xs)[1]
+        carry, ys = jax.lax.scan(body, carry0, xs)
+        return (carry if bl else channels_first(carry)), ys
 
     def in_place(ps, carry0, xs):
         body, carry0 = step_fn(ps, carry0, False)
-        return _in_place_loop(body, carry0, xs, emit, free)
+        carry, ys = _in_place_loop(body, carry0, xs, emit, free)
+        return channels_first(carry), ys
 
     if noise:
         return scan(ps, carry0, xs)
@@ -336,26 +342,27 @@ def _scan_stage(schedule: Schedule, entries, emit, params, carry0, xs, sem, dt, 
     return _forward_only(fast, scan)(ps, carry0, xs)
 
 
-def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: frozenset[str] = frozenset(),
-        noise=None, keys=None):
-    """Simulate over the time axis of `inputs` (name -> [T, *shape]); returns entry name -> [T, ...] for the
-    outputs, the entries later stages read, and the entries in `keep` (those asked for by record=).
-    With `noise` (a nircomp.noise.Noise), `keys` holds one key per step."""
-    values: dict[str, Any] = dict(inputs)
-    # state in the promoted dtype of inputs and parameters (float32 input, float64 params: float64 carry)
-    dtype = jnp.result_type(*inputs.values(), *jax.tree_util.tree_leaves(params))
-    by = schedule._by_name
-    # noise for every step at once, outside the loops: one vectorised PRNG call
-    drawn = jax.vmap(lambda k: draw(noise, k, dtype))(keys) if noise else {}
+def _needed(schedule: Schedule) -> set[str]:
+    """The entries whose whole sequence a later stage, or the caller, reads: the outputs, and the sources of
+    edges between stages."""
     stage_of = {n: i for i, st in enumerate(schedule.stages) for n in st.entries}
-    needed = set(schedule.outputs) | {src for e in schedule.entries for src, _ in e.inputs
-                                      if stage_of.get(src) != stage_of.get(e.name)}
+    return set(schedule.outputs) | {src for e in schedule.entries for src, _ in e.inputs
+                                    if stage_of.get(src) != stage_of.get(e.name)}
+
+
+def _stages(schedule: Schedule, params, inputs, sem, dt, dtype, keep, noise=None, drawn=None, carries=None):
+    """Every stage over the time axis of `inputs`, from the initial state or from `carries` (stage index ->
+    the carry a scan stage ended an earlier stretch of time with): (values, the final carries)."""
+    values: dict[str, Any] = dict(inputs)
+    by = schedule._by_name
+    needed = _needed(schedule)
     from_scan: set[str] = set()  # time-major sequences: what lax.scan emitted (or computed from such alone)
     readers: dict[str, set[str]] = {}
     for e in schedule.entries:
         for src, _ in e.inputs:
             readers.setdefault(src, set()).add(e.name)
-    for stage in schedule.stages:
+    finals = {}
+    for i, stage in enumerate(schedule.stages):
         if stage.kind == "seq":
             e = by[stage.entries[0]]
             scanned = all(s in from_scan for s, _ in e.inputs)
@@ -366,7 +373,7 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
             continue
         members = set(stage.entries)
         external = sorted({s for n in stage.entries for s, _ in by[n].inputs if s not in members})
-        carry0 = initial_state(schedule, stage.entries, dtype, params, sem)
+        carry0 = carries[i] if carries else initial_state(schedule, stage.entries, dtype, params, sem)
         emit = tuple(n for n in stage.entries if n in keep or n in needed)
         xs = {s: values[s] for s in external}
         if noise:
@@ -374,8 +381,115 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
         # inputs of this stage alone: their buffers can hold the stage's outputs
         free = [s for s in external if readers[s] <= members and s not in keep and s not in schedule.outputs
                 and by[s].kind != "Input"]
-        ys = _scan_stage(schedule, stage.entries, emit, params, carry0, xs, sem, dt, noise, free)
+        finals[i], ys = _scan_stage(schedule, stage.entries, emit, params, carry0, xs, sem, dt, noise, free)
         values.update(ys)
         if noise:  # lax.scan: under jax.vmap its outputs lie time-major
             from_scan.update(ys)
-    return values
+    return values, finals
+
+
+# ----------------------------------------------------------------------------- chunks of time
+# Evaluation runs the schedule on stretches of time when its sequence-long values would fill more than
+# CHUNK_BYTES for the whole batch, each stretch filling at most that (benchmarks/RESULTS.md, "Chunks of
+# time"). XLA:CPU allocates an executable's temporaries as one block, with malloc: above glibc's largest
+# dynamic mmap threshold (32 MiB) the block is mapped afresh at every call, and every page of it faults on
+# its first write (62k faults per call of the 700-512-512-20 MLP at batch 64, T = 500: a quarter of its
+# time); below it, the freed block is reused. Under the threshold one pass is as fast or faster: a loop
+# over chunks made the conv net 6-19 % slower.
+CHUNKED = True
+CHUNK_BYTES = 16 << 20
+MIN_CHUNK = 8  # shorter stretches make the products too short (20 % slower at 5 steps)
+
+
+def chunk_steps(schedule: Schedule, keep, steps: int, size: int, itemsize: int) -> int | None:
+    """The steps per chunk of time for a batch of `size`, or None for one pass over the sequence. The
+    sequence-long values are the outputs of stateless entries outside the loops, and what a loop emits
+    (for later stages, the outputs, `keep`); the inputs are the caller's. Chunks: the most steps under
+    CHUNK_BYTES (not below MIN_CHUNK), or a divisor of `steps` not under half of that, which leaves no
+    shorter last chunk to trace. A symbolic length or batch (an AOT artifact's) runs in one pass."""
+    if not (CHUNKED and isinstance(steps, int) and isinstance(size, int)):
+        return None
+    by = schedule._by_name
+    scanned = {n for st in schedule.stages if st.kind == "scan" for n in st.entries}
+    sequences = {n for n in by if n not in scanned and n not in schedule.inputs}
+    sequences |= scanned & (keep | _needed(schedule))
+    per_step = size * itemsize * sum(math.prod(by[n].shape) for n in sequences)
+    if steps * per_step <= CHUNK_BYTES or steps < 2 * MIN_CHUNK:
+        return None
+    most = min(max(MIN_CHUNK, CHUNK_BYTES // per_step), steps // 2)
+    divisor = max(d for d in range(1, most + 1) if steps % d == 0)
+    return divisor if 2 * divisor >= most and divisor >= MIN_CHUNK else most
+
+
+def _in_chunks(stages, carries0, inputs, wanted, chunk: int):
+    """stages(inputs, carries) -> (values, carries) over the time axis of `inputs` a chunk of steps at a
+    time, in a fori_loop carrying the stages' state, the `wanted` values written into whole-sequence
+    buffers; a last, shorter chunk runs after the loop."""
+    steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+
+    def piece(carries, start, n):
+        xs = {k: jax.lax.dynamic_slice_in_dim(v, start, n) for k, v in inputs.items()}
+        values, carries = stages(xs, carries)
+        return carries, {k: values[k] for k in wanted}
+
+    shapes = jax.eval_shape(lambda c: piece(c, 0, chunk)[1], carries0)
+    bufs = {k: jnp.zeros((steps, *v.shape[1:]), v.dtype) for k, v in shapes.items()}
+
+    def body(i, c):
+        carries, bufs = c
+        carries, ys = piece(carries, i * chunk, chunk)
+        return carries, {k: jax.lax.dynamic_update_slice_in_dim(bufs[k], ys[k], i * chunk, 0) for k in wanted}
+
+    full, tail = divmod(steps, chunk)
+    carries, bufs = jax.lax.fori_loop(0, full, body, (carries0, bufs))
+    if tail:
+        ys = piece(carries, full * chunk, tail)[1]
+        bufs = {k: jax.lax.dynamic_update_slice_in_dim(bufs[k], ys[k], full * chunk, 0) for k in wanted}
+    return bufs
+
+
+def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: frozenset[str] = frozenset(),
+        noise=None, keys=None):
+    """Simulate over the time axis of `inputs` (name -> [T, *shape]); returns entry name -> [T, ...] for the
+    outputs and the entries in `keep` (those asked for by record=). With `noise` (a nircomp.noise.Noise),
+    `keys` holds one key per step.
+
+    Evaluation runs in chunks of time (`chunk_steps`, sized for the batch jax.vmap gives); derivatives are
+    those of the one pass over the sequence."""
+    # state in the promoted dtype of inputs and parameters (float32 input, float64 params: float64 carry)
+    dtype = jnp.result_type(*inputs.values(), *jax.tree_util.tree_leaves(params))
+    wanted = tuple(dict.fromkeys([*schedule.outputs, *sorted(keep)]))
+    if noise:  # noise for every step at once, outside the loops: one vectorised PRNG call
+        drawn = jax.vmap(lambda k: draw(noise, k, dtype))(keys)
+        values = _stages(schedule, params, inputs, sem, dt, dtype, keep, noise, drawn)[0]
+        return {k: values[k] for k in wanted}
+
+    def whole(params, inputs):
+        values = _stages(schedule, params, inputs, sem, dt, dtype, keep)[0]
+        return {k: values[k] for k in wanted}
+
+    def chunked(size):
+        steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+        chunk = chunk_steps(schedule, keep, steps, size, jnp.dtype(dtype).itemsize)
+        if chunk is None:
+            return whole
+
+        def f(params, inputs):
+            carries0 = {i: initial_state(schedule, st.entries, dtype, params, sem)
+                        for i, st in enumerate(schedule.stages) if st.kind == "scan"}
+            stages = (lambda xs, carries: _stages(schedule, params, xs, sem, dt, dtype, keep, carries=carries))
+            return _in_chunks(stages, carries0, inputs, wanted, chunk)
+
+        return f
+
+    @jax.custom_batching.custom_vmap
+    def fast(params, inputs):
+        return chunked(1)(params, inputs)
+
+    @fast.def_vmap
+    def _rule(size, in_batched, params, inputs):
+        axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+        ys = jax.vmap(chunked(size), axes)(params, inputs)
+        return ys, jax.tree_util.tree_map(lambda _: True, ys)
+
+    return _forward_only(fast, whole)(params, inputs)

@@ -199,6 +199,7 @@ def test_in_place_loops_reuse_the_input_buffers(monkeypatch):
     def temp():
         return jax.jit(jax.vmap(model)).lower(x).compile().memory_analysis().temp_size_in_bytes
 
+    monkeypatch.setattr(runner, "CHUNKED", False)  # one pass over the sequence (see the chunks of time)
     in_place = temp()
     monkeypatch.setattr(runner, "IN_PLACE", False)
     plain = temp()
@@ -330,6 +331,83 @@ def test_batch_last_transformations(monkeypatch):
             np.testing.assert_allclose(gk, summed, rtol=1e-4, atol=1e-6, err_msg=f"{node}.{k}")
             np.testing.assert_allclose(gk, ref, rtol=1e-4, atol=1e-6, err_msg=f"{node}.{k}")
     assert float(jnp.abs(batch_grad.params["w_rec"]["weight"]).max()) > 0
+
+
+def test_chunks_of_time_equal_one_pass(monkeypatch):
+    """Evaluation runs the schedule a chunk of steps at a time, carrying every loop's state from one chunk
+    to the next. Forced to 7 steps (a loop over three chunks, and a last one of 4 out of 25), on every
+    test graph with either schedule, one sample and a batch, every node's recorded output equals the one
+    pass over the sequence bit for bit; so does the gradient of a batch loss (derivatives always come from
+    the one pass)."""
+    from nircomp import runner
+
+    asked = []
+
+    def forced(schedule, keep, steps, size, itemsize):
+        asked.append((steps, size))
+        return 7
+
+    for name, make in ALL_GRAPHS.items():
+        g = make()
+        for schedule in ("cpu", "per-step"):
+            model = compile_(g, schedule=schedule).model
+            names = sorted(dict(model.schedule.names))
+            x1, xb = sample_input(g, 25), _batch(g, n=3)
+
+            def go(m, x, xb):
+                f = (lambda x: m(x, record=names))
+                return f(x), jax.vmap(f)(xb)
+
+            def grad(m, xb):
+                def loss(m):
+                    ys = jax.tree_util.tree_leaves(jax.vmap(m)(xb))
+                    return sum(jnp.sum(jnp.tanh(y)) for y in ys)
+                return eqx.filter_grad(loss)(m).params
+
+            def both(m, x1, xb):  # the gradient with one schedule: its code path is the same for both
+                return go(m, x1, xb), grad(m, xb) if schedule == "cpu" else None
+
+            with monkeypatch.context() as mp:
+                mp.setattr(runner, "chunk_steps", forced)
+                got = eqx.filter_jit(both)(model, x1, xb)
+            want = eqx.filter_jit(both)(model, x1, xb)
+            for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} ({schedule})")
+    assert (25, 1) in asked and (25, 3) in asked  # sized for one sample, and for the batch vmap gives
+
+
+def test_chunk_steps_keep_temporaries_small():
+    """The chunk length for the benchmarks' 700-512-512-20 CubaLIF MLP at batch 64, T = 500, by hand: the
+    sequence-long values per sample and step (the input is the caller's) are the two hoisted products
+    (512 each), the first loop's spikes (512) and the output (20): 1556 floats, 398,336 bytes for the
+    batch. 16 MiB of them is 42 steps, and 25, the largest divisor of 500 up to 42, leaves no shorter last
+    chunk. XLA's temporaries for the whole call then stay under 32 MiB (glibc's largest dynamic mmap
+    threshold, above which they are mapped afresh, and fault, at every call); in one pass they are over
+    100 MiB. A batch of 8 at T = 25 is one pass."""
+    from nircomp import runner
+
+    names = ["fc1", "lif1", "fc2", "lif2", "fc3", "lif3"]
+    sizes = [(512, 700), 512, (512, 512), 512, (20, 512), 20]
+    nodes = {"in": nir.Input(np.array([700])), "out": nir.Output(np.array([20]))}
+    for n, z in zip(names, sizes):
+        nodes[n] = nir.Linear(np.full(z, 0.01, np.float32)) if isinstance(z, tuple) else cubalif(z)
+    g = nir.NIRGraph(nodes=nodes, edges=list(zip(["in"] + names, names + ["out"])), type_check=False)
+    model = compile_(g).model
+    assert runner.CHUNK_BYTES == 16 << 20
+    assert runner.chunk_steps(model.schedule, frozenset(), 500, 64, 4) == 25
+    assert runner.chunk_steps(model.schedule, frozenset(), 25, 8, 4) is None
+    assert runner.chunk_steps(model.schedule, frozenset(), 499, 64, 4) == 42  # 499 is prime: a tail of 37
+
+    x = jax.ShapeDtypeStruct((64, 500, 700), jnp.float32)
+    temp = jax.jit(jax.vmap(model)).lower(x).compile().memory_analysis().temp_size_in_bytes
+    assert temp < 32 << 20
+    runner_chunked = runner.CHUNKED
+    try:
+        runner.CHUNKED = False
+        whole = jax.jit(jax.vmap(model)).lower(x).compile().memory_analysis().temp_size_in_bytes
+    finally:
+        runner.CHUNKED = runner_chunked
+    assert whole > 100 << 20
 
 
 # ----------------------------------------------------------------------------- API
