@@ -132,11 +132,17 @@ def _nonzero_columns(words, cum, ranks, n):
     return jnp.where(word_of < nw, word_of * 32 + _nth_bit(word, ranks - before), n)
 
 
-def _gather_rows(table, a, words, cum, steps):
-    """a @ table over the nonzeros of a's rows only: the k-th nonzero a[..., j] of a row adds a[..., j] *
-    table[j] to it, SLOTS ranks k per iteration, for `steps` iterations (enough for every row)."""
-    n, dtype = a.shape[-1], jnp.result_type(table, a)
-    padded = jnp.concatenate([table, jnp.zeros((1, table.shape[1]), table.dtype)])  # row n: no nonzero
+def _with_zero_row(table):
+    """table [n, m] and a row of zeros under it: the row `_gather_rows` reads for a rank past a row's last
+    nonzero."""
+    return jnp.concatenate([table, jnp.zeros((1, table.shape[1]), table.dtype)])
+
+
+def _gather_rows(padded, a, words, cum, steps):
+    """a @ table over the nonzeros of a's rows only, `padded` = _with_zero_row(table): the k-th nonzero
+    a[..., j] of a row adds a[..., j] * table[j] to it, SLOTS ranks k per iteration, for `steps`
+    iterations (enough for every row)."""
+    n, dtype = a.shape[-1], jnp.result_type(padded, a)
 
     def body(step, acc):
         cols = _nonzero_columns(words, cum, step * SLOTS + jnp.arange(SLOTS, dtype=jnp.int32), n)
@@ -158,13 +164,15 @@ def _event(w, x, budget):
     when it already has a row over the budget, the dense product runs without counting the rest."""
     sample = x[::SAMPLE] if x.ndim > 1 else x
     busy = jnp.max(jnp.sum(sample != 0, axis=-1, dtype=jnp.int32), initial=0)
+    # outside the branches, so that in a loop over chunks of time XLA computes it once, before the loop
+    table = _with_zero_row(w.T)
 
     def count(w, x):
         words, cum = _pack_rows(x)
         most = jnp.max(cum[..., -1], initial=0)
 
         def gather(w, x, words, cum):
-            return _gather_rows(w.T, x, words, cum, (most + SLOTS - 1) // SLOTS)
+            return _gather_rows(table, x, words, cum, (most + SLOTS - 1) // SLOTS)
 
         return jax.lax.cond(most <= budget, gather, _product, w, x, words, cum)
 
@@ -180,7 +188,7 @@ def _csr(w, x, budget):
 
     def sparse(w, x, words, cum):
         def tile(block):  # [C, n] -> [C, n_out]
-            return _gather_rows(block.T, w, words, cum, steps).T
+            return _gather_rows(_with_zero_row(block.T), w, words, cum, steps).T
 
         rows = x.reshape(-1, x.shape[-1])
         count = rows.shape[0]
