@@ -2,7 +2,8 @@
 
 `run` walks the static schedule at trace time: a "seq" stage applies its kernel to the whole `[T, ...]`
 sequence, a "scan" stage runs `lax.scan` over time for its entries, carrying neuron state and the
-previous-step outputs of back-edge sources. `step` advances every entry by one step (online use).
+previous-step outputs of back-edge sources. Evaluation of a long sequence runs the whole schedule a chunk
+of steps at a time (`chunk_steps`). `step` advances every entry by one step (online use).
 """
 
 from __future__ import annotations
