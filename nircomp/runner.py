@@ -142,6 +142,11 @@ def _bl_params(kind: str, p: dict) -> dict:
             for k, v in p.items()}
 
 
+def _axes(in_batched):
+    """jax.vmap's in_axes for the arguments a custom_vmap rule got: 0 where batched, None elsewhere."""
+    return jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+
+
 def _batch_last_vmap(plain, scan, pays, by):
     """plain(ps, carry0, xs) -> ys, whose batching (jax.vmap) runs scan(..., bl=True) batch-last when
     `pays(size)`: state and inputs [..., B], the per-neuron parameters [..., 1], ys moved back to
@@ -157,7 +162,7 @@ def _batch_last_vmap(plain, scan, pays, by):
     def _rule(size, in_batched, ps, carry0, xs):
         p_b, c_b, x_b = in_batched
         if any(tree.tree_leaves(p_b)) or not all(tree.tree_leaves(x_b)) or not pays(size):
-            ys = jax.vmap(plain, tree.tree_map(lambda b: 0 if b else None, tuple(in_batched)))(ps, carry0, xs)
+            ys = jax.vmap(plain, _axes(in_batched))(ps, carry0, xs)
         else:
             def last(v, batched):
                 return jnp.moveaxis(v, 0, -1) if batched else jnp.broadcast_to(v[..., None], v.shape + (size,))
@@ -226,9 +231,11 @@ def _cl_params(p: dict) -> dict:
     return {k: K.to_channels_last(v) if jnp.ndim(v) == 3 else v for k, v in p.items()}
 
 
-def _cl_state(state):
-    """A neuron's state (an array or a tuple of arrays), or a back edge's previous output, channels-last."""
-    return jax.tree_util.tree_map(K.to_channels_last, state)
+def _carry_layout(carry, names, to):
+    """A scan's carry with the state and previous outputs of `names` (each an array or a tuple of arrays)
+    moved by `to` (K.to_channels_last or K.to_channels_first)."""
+    return {part: {n: jax.tree_util.tree_map(to, v) if n in names else v for n, v in carry[part].items()}
+            for part in ("state", "prev")}
 
 
 def _advance(schedule: Schedule, entries, params, carry, external, sem, dt, noise=None, draws=None,
@@ -310,8 +317,7 @@ def _scan_stage(schedule: Schedule, entries, emit, params, carry0, xs, sem, dt, 
         initial carry in that layout."""
         cl = frozenset() if bl else held_cl
         ps = {n: _cl_params(p) if n in cl and by[n].kind != "Conv2d" else p for n, p in ps.items()}
-        carry0 = {part: {n: _cl_state(v) if n in cl else v for n, v in carry0[part].items()}
-                  for part in ("state", "prev")}
+        carry0 = _carry_layout(carry0, cl, K.to_channels_last)
 
         def body(carry, xs_t):
             xs_t, draws_t = xs_t if noise else (xs_t, None)
@@ -322,8 +328,7 @@ def _scan_stage(schedule: Schedule, entries, emit, params, carry0, xs, sem, dt, 
         return body, carry0
 
     def channels_first(carry):  # the final carry as the next chunk of time takes it (`run`)
-        return {part: {n: jax.tree_util.tree_map(K.to_channels_first, v) if n in held_cl else v
-                       for n, v in carry[part].items()} for part in ("state", "prev")}
+        return _carry_layout(carry, held_cl, K.to_channels_first)
 
     def scan(ps, carry0, xs, bl=False):
         body, carry0 = step_fn(ps, carry0, bl)
@@ -351,9 +356,16 @@ def _needed(schedule: Schedule) -> set[str]:
                                     if stage_of.get(src) != stage_of.get(e.name)}
 
 
+def _initial_carries(schedule: Schedule, dtype, params, sem) -> dict[int, Any]:
+    """Stage index -> the initial carry of every scan stage."""
+    return {i: initial_state(schedule, st.entries, dtype, params, sem)
+            for i, st in enumerate(schedule.stages) if st.kind == "scan"}
+
+
 def _stages(schedule: Schedule, params, inputs, sem, dt, dtype, keep, noise=None, drawn=None, carries=None):
     """Every stage over the time axis of `inputs`, from the initial state or from `carries` (stage index ->
     the carry a scan stage ended an earlier stretch of time with): (values, the final carries)."""
+    carries = carries or _initial_carries(schedule, dtype, params, sem)
     values: dict[str, Any] = dict(inputs)
     by = schedule._by_name
     needed = _needed(schedule)
@@ -374,7 +386,7 @@ def _stages(schedule: Schedule, params, inputs, sem, dt, dtype, keep, noise=None
             continue
         members = set(stage.entries)
         external = sorted({s for n in stage.entries for s, _ in by[n].inputs if s not in members})
-        carry0 = carries[i] if carries else initial_state(schedule, stage.entries, dtype, params, sem)
+        carry0 = carries[i]
         emit = tuple(n for n in stage.entries if n in keep or n in needed)
         xs = {s: values[s] for s in external}
         if noise:
@@ -460,14 +472,15 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
     # state in the promoted dtype of inputs and parameters (float32 input, float64 params: float64 carry)
     dtype = jnp.result_type(*inputs.values(), *jax.tree_util.tree_leaves(params))
     wanted = tuple(dict.fromkeys([*schedule.outputs, *sorted(keep)]))
-    if noise:  # noise for every step at once, outside the loops: one vectorised PRNG call
-        drawn = jax.vmap(lambda k: draw(noise, k, dtype))(keys)
+    # noise for every step at once, outside the loops: one vectorised PRNG call
+    drawn = jax.vmap(lambda k: draw(noise, k, dtype))(keys) if noise else None
+
+    def whole(params, inputs):
         values = _stages(schedule, params, inputs, sem, dt, dtype, keep, noise, drawn)[0]
         return {k: values[k] for k in wanted}
 
-    def whole(params, inputs):
-        values = _stages(schedule, params, inputs, sem, dt, dtype, keep)[0]
-        return {k: values[k] for k in wanted}
+    if noise:  # lax.scan stages, one pass
+        return whole(params, inputs)
 
     def chunked(size):
         steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
@@ -476,10 +489,8 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
             return whole
 
         def f(params, inputs):
-            carries0 = {i: initial_state(schedule, st.entries, dtype, params, sem)
-                        for i, st in enumerate(schedule.stages) if st.kind == "scan"}
             stages = (lambda xs, carries: _stages(schedule, params, xs, sem, dt, dtype, keep, carries=carries))
-            return _in_chunks(stages, carries0, inputs, wanted, chunk)
+            return _in_chunks(stages, _initial_carries(schedule, dtype, params, sem), inputs, wanted, chunk)
 
         return f
 
@@ -489,8 +500,7 @@ def run(schedule: Schedule, params, inputs: Mapping[str, Any], sem, dt, keep: fr
 
     @fast.def_vmap
     def _rule(size, in_batched, params, inputs):
-        axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
-        ys = jax.vmap(chunked(size), axes)(params, inputs)
+        ys = jax.vmap(chunked(size), _axes(in_batched))(params, inputs)
         return ys, jax.tree_util.tree_map(lambda _: True, ys)
 
     return _forward_only(fast, whole)(params, inputs)
